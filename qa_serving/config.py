@@ -1,0 +1,77 @@
+"""Inference settings shared by training, evaluation, the pipeline, the exporter and the handler.
+
+Training saves a :class:`QAConfig` as ``qa_config.json`` next to the model; every other caller reads it
+back with :func:`QAConfig.from_model_dir`, so a served model answers exactly as it was evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import QAError
+
+CONFIG_NAME = "qa_config.json"
+
+
+@dataclass
+class QAConfig:
+    """Windowing and answer-extraction settings (the defaults are the SQuAD reference ones)."""
+
+    max_length: int = field(default=384, metadata={"help": "Tokens per window (question + context + specials)."})
+    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by two consecutive windows."})
+    max_question_len: int = field(default=64, metadata={"help": "Longer questions are cut to this many tokens."})
+    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates kept per window."})
+    max_answer_len: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    version_2: bool = field(default=False, metadata={"help": "SQuAD v2: allow the empty (no) answer."})
+    null_score_diff_threshold: float = field(
+        default=0.0, metadata={"help": "v2: answer '' when null score - best span score exceeds this."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Windows per forward pass at inference."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every batch to max_length (fixed-shape backends)."}
+    )
+
+    def __post_init__(self) -> None:
+        ints = ("max_length", "doc_stride", "max_question_len", "n_best_size", "max_answer_len", "batch_size")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise QAError(f"{name} must be a positive integer, got {value!r}")
+        if self.doc_stride >= self.max_length:
+            raise QAError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+        if self.max_question_len >= self.max_length - 4:
+            raise QAError(
+                f"max_question_len ({self.max_question_len}) leaves no room for context in max_length "
+                f"({self.max_length}); lower it or raise max_length"
+            )
+
+    def replace(self, **changes: Any) -> QAConfig:
+        """A copy with some fields changed; ``None`` values are ignored (handy for CLI/kwargs)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QAConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path | None) -> QAConfig:
+        """The config saved with a model, or the defaults when there is none (e.g. a hub checkpoint)."""
+        if model_dir is None:
+            return cls()
+        path = Path(model_dir) / CONFIG_NAME
+        if not path.is_file():
+            return cls()
+        return cls.from_dict(json.loads(path.read_text()))
