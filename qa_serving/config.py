@@ -30,6 +30,9 @@ class QAConfig:
     null_score_diff_threshold: float = field(
         default=0.0, metadata={"help": "v2: answer '' when null score - best span score exceeds this."}
     )
+    align_to_words: bool = field(
+        default=True, metadata={"help": "Widen answers to whole words (as the stock pipeline does)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass at inference."})
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_length (fixed-shape backends)."}

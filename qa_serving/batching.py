@@ -1,0 +1,72 @@
+"""Group windows into padded model batches.
+
+Windows are sorted by length so each batch pads only to its own longest window (dynamic padding);
+``pad_to`` pads every batch to one fixed length instead, for fixed-shape backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .windowing import Features
+
+
+@dataclass
+class Batch:
+    """Model inputs for some windows; ``indices`` says which windows of the :class:`Features` they are."""
+
+    indices: np.ndarray
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.inputs["input_ids"].shape[1])
+
+
+def pad_rows(rows: list[np.ndarray], length: int, value: int, side: str = "right") -> np.ndarray:
+    """Stack 1-D int arrays into ``(len(rows), length)``, padding on ``side``.
+
+    Example: ``pad_rows([np.array([1, 2]), np.array([3])], 3, 0)`` -> ``[[1, 2, 0], [3, 0, 0]]``.
+    """
+    out = np.full((len(rows), length), value, dtype=np.int64)
+    for i, row in enumerate(rows):
+        if side == "left":
+            out[i, length - len(row) :] = row
+        else:
+            out[i, : len(row)] = row
+    return out
+
+
+def make_batch(features: Features, indices: np.ndarray, pad_to: int | None = None) -> Batch:
+    """Pad the windows ``indices`` of ``features`` into one batch of model inputs."""
+    rows = [features.input_ids[i] for i in indices]
+    length = pad_to if pad_to is not None else max(len(r) for r in rows)
+    side = features.padding_side
+    inputs = {
+        "input_ids": pad_rows(rows, length, features.pad_token_id, side),
+        "attention_mask": pad_rows([np.ones(len(r), dtype=np.int64) for r in rows], length, 0, side),
+    }
+    if features.token_type_ids is not None:
+        inputs["token_type_ids"] = pad_rows([features.token_type_ids[i] for i in indices], length, 0, side)
+    return Batch(indices=np.asarray(indices), inputs=inputs)
+
+
+def iter_batches(
+    features: Features, batch_size: int, pad_to: int | None = None, sort_by_length: bool = True
+) -> Iterator[Batch]:
+    """Yield padded batches covering every window once (longest first when sorting)."""
+    order = np.argsort(-features.lengths, kind="stable") if sort_by_length else np.arange(len(features))
+    for lo in range(0, len(order), batch_size):
+        yield make_batch(features, order[lo : lo + batch_size], pad_to)
+
+
+def unpad_logits(logits: np.ndarray, batch: Batch, features: Features) -> list[np.ndarray]:
+    """Cut each row of ``(batch, seq)`` logits back to its window's own length (undoing padding)."""
+    out = []
+    for row, idx in zip(logits, batch.indices):
+        n = features.lengths[idx]
+        out.append(row[-n:] if features.padding_side == "left" else row[:n])
+    return out

@@ -1,0 +1,77 @@
+"""Models and tokenizers built locally, for the offline path (no hub): a WordPiece tokenizer trained on
+the training texts and a small BERT from a config.
+
+Used by ``qa-serving train --from-scratch`` (synthetic data, KorQuAD without a Korean encoder) and by
+the tests' tiny models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
+
+SIZES = {
+    # name: (hidden, layers, heads, intermediate)
+    "tiny": (32, 2, 2, 64),
+    "small": (128, 4, 4, 512),
+    "base": (256, 4, 4, 1024),
+}
+
+
+def train_wordpiece_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True, model_max_length: int = 512
+) -> BertTokenizerFast:
+    """A BERT-style WordPiece tokenizer learned from ``texts`` (Korean works: no accent stripping).
+
+    Example: ``train_wordpiece_tokenizer(["the cat sat"], vocab_size=100)("cat")["input_ids"]`` -> ``[2, ..., 3]``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # strip_accents=False keeps Hangul syllables whole (NFD would split them into jamo).
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False, clean_text=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, min_frequency=1)
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        model_max_length=model_max_length,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+
+
+def scratch_config(vocab_size: int, size: str = "small", max_position_embeddings: int = 512) -> BertConfig:
+    """A BERT config of one of :data:`SIZES`."""
+    hidden, layers, heads, inter = SIZES[size]
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=inter,
+        max_position_embeddings=max_position_embeddings,
+    )
+
+
+def scratch_model(tokenizer, size: str = "small", seed: int = 0) -> BertForQuestionAnswering:
+    """A randomly initialised BERT span model sized for ``tokenizer``."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = scratch_config(len(tokenizer), size, max_position_embeddings=max(512, tokenizer.model_max_length))
+    config.pad_token_id = tokenizer.pad_token_id
+    return BertForQuestionAnswering(config)

@@ -1,0 +1,203 @@
+"""Question/context tokenization into overlapping windows: the one place the tokenizer is called.
+
+Every caller (training, evaluation, the ``custom-qa`` pipeline, the TorchServe handler, the ONNX parity
+check) turns examples into :class:`Features` here. Downstream code never re-tokenizes: each window
+carries the index of its example and the character offsets of its context tokens (``-1`` elsewhere),
+which is all :mod:`qa_serving.postprocess` needs.
+
+Deliberate simplifications:
+- Questions longer than ``max_question_len`` tokens are cut (at a token boundary of the question's own
+  tokenization) instead of failing; the stock pipeline raises instead.
+- Labels use the first gold answer, as the SQuAD reference scripts do.
+- Left-padding tokenizers (e.g. XLNet) get ``context, question`` order with ``only_first`` truncation,
+  as the Hugging Face reference does, so the question stays next to the padding-free end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import QAConfig
+from .errors import QAError
+
+NO_OFFSET = -1
+
+
+@dataclass
+class Features:
+    """Windows of token ids for a list of examples, unpadded (batching pads per batch).
+
+    ``offsets[i]`` is an ``(len_i, 2)`` int array of character spans into the context of example
+    ``example_index[i]``; rows of question, special and padding tokens are ``-1``. ``word_offsets`` is the
+    same with each token widened to its whole word (used when answers are aligned to words).
+    ``start_positions``/``end_positions`` are the token labels (CLS index when the answer is not inside
+    the window or the question is unanswerable); present only when answers were given.
+    """
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+    example_index: np.ndarray
+    offsets: list[np.ndarray]
+    word_offsets: list[np.ndarray]
+    cls_index: np.ndarray
+    pad_token_id: int
+    padding_side: str = "right"
+    start_positions: np.ndarray | None = None
+    end_positions: np.ndarray | None = None
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _question_first(tokenizer) -> bool:
+    return tokenizer.padding_side == "right"
+
+
+def truncate_questions(tokenizer, questions: Sequence[str], max_question_len: int) -> list[str]:
+    """Strip leading whitespace and cut each question to at most ``max_question_len`` tokens.
+
+    Cutting the string at a token's end offset keeps the re-tokenization identical to the kept tokens.
+    Example: with ``max_question_len=2``, ``"  who wrote hamlet?"`` -> ``"who wrote"``.
+    """
+    stripped = [q.lstrip() for q in questions]
+    encoded = tokenizer(stripped, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for question, offsets in zip(stripped, encoded["offset_mapping"]):
+        if len(offsets) > max_question_len:
+            question = question[: offsets[max_question_len - 1][1]]
+        out.append(question)
+    return out
+
+
+def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
+    if len(questions) != len(contexts):
+        raise QAError(f"got {len(questions)} questions but {len(contexts)} contexts")
+    for i, (q, c) in enumerate(zip(questions, contexts)):
+        if not isinstance(q, str) or not isinstance(c, str):
+            raise QAError(f"example {i}: question and context must be strings")
+        if not q.strip():
+            raise QAError(f"example {i}: the question is empty")
+        if not c.strip():
+            raise QAError(f"example {i}: the context is empty")
+
+
+def _word_spans(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
+    """Widen every context token's span to the span of its word (tokens of a word are contiguous)."""
+    out = offsets.copy()
+    ids = np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
+    ids[offsets[:, 0] == NO_OFFSET] = -1
+    valid = np.flatnonzero(ids >= 0)
+    if valid.size == 0:
+        return out
+    # Runs of equal word ids among context tokens.
+    run_ids = ids[valid]
+    breaks = np.flatnonzero(np.diff(run_ids) != 0) + 1
+    starts = np.minimum.reduceat(offsets[valid, 0], np.r_[0, breaks])
+    ends = np.maximum.reduceat(offsets[valid, 1], np.r_[0, breaks])
+    run_of = np.cumsum(np.r_[0, np.diff(run_ids) != 0])
+    out[valid, 0] = starts[run_of]
+    out[valid, 1] = ends[run_of]
+    return out
+
+
+def prepare_features(
+    tokenizer,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    config: QAConfig | None = None,
+    answers: Sequence[dict] | None = None,
+) -> Features:
+    """Tokenize examples into overlapping windows (``max_length``/``doc_stride`` from ``config``).
+
+    ``answers`` (SQuAD style ``{"text": [...], "answer_start": [...]}`` per example) adds token labels
+    for training. Needs a fast (Rust) tokenizer for offset mappings.
+    """
+    config = config or QAConfig()
+    if not getattr(tokenizer, "is_fast", False):
+        raise QAError(
+            f"{type(tokenizer).__name__} is a slow tokenizer; windowing needs offsets from a fast "
+            "tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True))"
+        )
+    questions, contexts = list(questions), list(contexts)
+    _check_inputs(questions, contexts)
+    if answers is not None and len(answers) != len(questions):
+        raise QAError(f"got {len(answers)} answers for {len(questions)} questions")
+    n_special = tokenizer.num_special_tokens_to_add(pair=True)
+    room = config.max_length - config.max_question_len - n_special
+    if config.doc_stride >= room:
+        raise QAError(
+            f"doc_stride ({config.doc_stride}) must be smaller than the context room of a window "
+            f"(max_length {config.max_length} - max_question_len {config.max_question_len} - "
+            f"{n_special} special tokens = {room}); lower doc_stride or max_question_len"
+        )
+    questions = truncate_questions(tokenizer, questions, config.max_question_len)
+    question_first = _question_first(tokenizer)
+    context_index = 1 if question_first else 0
+    enc = tokenizer(
+        questions if question_first else contexts,
+        contexts if question_first else questions,
+        truncation="only_second" if question_first else "only_first",
+        max_length=config.max_length,
+        stride=config.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+        padding=False,
+    )
+    example_index = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
+    cls_id = tokenizer.cls_token_id
+    input_ids, token_types, offsets_all, words_all, cls_index = [], [], [], [], []
+    for i, ids in enumerate(enc["input_ids"]):
+        ids_arr = np.asarray(ids, dtype=np.int64)
+        seq_ids = enc.sequence_ids(i)
+        offs = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+        in_context = np.array([s == context_index for s in seq_ids], dtype=bool)
+        offs[~in_context] = NO_OFFSET
+        input_ids.append(ids_arr)
+        token_types.append(np.asarray(enc["token_type_ids"][i], dtype=np.int64))
+        offsets_all.append(offs)
+        words_all.append(_word_spans(offs, enc.word_ids(i)))
+        hits = np.flatnonzero(ids_arr == cls_id) if cls_id is not None else np.empty(0, dtype=np.int64)
+        cls_index.append(int(hits[0]) if hits.size else 0)
+    has_types = "token_type_ids" in tokenizer.model_input_names
+    features = Features(
+        input_ids=input_ids,
+        token_type_ids=token_types if has_types else None,
+        example_index=example_index,
+        offsets=offsets_all,
+        word_offsets=words_all,
+        cls_index=np.asarray(cls_index, dtype=np.int64),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        padding_side=tokenizer.padding_side,
+    )
+    if answers is not None:
+        features.start_positions, features.end_positions = label_positions(features, answers)
+    return features
+
+
+def label_positions(features: Features, answers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end token labels of the first gold answer per window; CLS when it is not in the window."""
+    n = len(features)
+    starts = features.cls_index.copy()
+    ends = features.cls_index.copy()
+    for i in range(n):
+        ans = answers[features.example_index[i]]
+        if not ans["answer_start"]:
+            continue
+        start_char = int(ans["answer_start"][0])
+        end_char = start_char + len(ans["text"][0])
+        offs = features.offsets[i]
+        ctx = np.flatnonzero(offs[:, 0] != NO_OFFSET)
+        if ctx.size == 0 or offs[ctx[0], 0] > start_char or offs[ctx[-1], 1] < end_char:
+            continue  # answer not fully inside this window
+        # Last context token starting at or before the answer start, first ending at or after its end.
+        starts[i] = ctx[np.flatnonzero(offs[ctx, 0] <= start_char)[-1]]
+        ends[i] = ctx[np.flatnonzero(offs[ctx, 1] >= end_char)[0]]
+    return starts, ends
