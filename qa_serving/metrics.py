@@ -49,7 +49,8 @@ MetricKind = Literal["squad", "squad_v2", "korquad"]
 _DROP_PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 # KorQuAD turns these into spaces *before* lower-casing and punctuation removal, so "A(B)" -> "a b".
-_KORQUAD_SPACE = str.maketrans({ch: " " for ch in "'\"《》<>〈〉()‘’"})
+# \u2018 / \u2019: LEFT / RIGHT SINGLE QUOTATION MARK.
+_KORQUAD_SPACE = str.maketrans({ch: " " for ch in "'\"《》<>〈〉()\u2018\u2019"})
 
 
 # --- SQuAD (v1.1 and v2.0 share the normalization) -------------------------------------------------
@@ -345,7 +346,7 @@ def references_from_dataset(dataset_or_records: Any) -> dict[str, list[str]]:
             )
         rows: Iterable[Any] = (
             {"id": qid, "answers": answers}
-            for qid, answers in zip(dataset_or_records["id"], dataset_or_records["answers"])
+            for qid, answers in zip(dataset_or_records["id"], dataset_or_records["answers"], strict=True)
         )
     elif isinstance(dataset_or_records, Iterable) and not isinstance(
         dataset_or_records, (str, bytes, Mapping)
