@@ -14,8 +14,8 @@ from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
 SIZES = {
     # name: (hidden, layers, heads, intermediate)
     "tiny": (32, 2, 2, 64),
-    "small": (128, 4, 4, 512),
-    "base": (256, 4, 4, 1024),
+    "small": (128, 2, 4, 512),
+    "medium": (256, 4, 4, 1024),
 }
 
 
@@ -45,6 +45,9 @@ def train_wordpiece_tokenizer(
     return BertTokenizerFast(
         tokenizer_object=tok,
         do_lower_case=lowercase,
+        # Without this, BertTokenizerFast rebuilds the normalizer with strip_accents=None, which strips
+        # accents whenever it lowercases: Hangul is decomposed into jamo and every Korean word is [UNK].
+        strip_accents=False,
         model_max_length=model_max_length,
         unk_token="[UNK]",
         sep_token="[SEP]",
@@ -64,6 +67,9 @@ def scratch_config(vocab_size: int, size: str = "small", max_position_embeddings
         num_attention_heads=heads,
         intermediate_size=inter,
         max_position_embeddings=max_position_embeddings,
+        # Attention dropout costs more than the matmuls of a model this small on CPU, and synthetic
+        # data has little noise to regularise against.
+        attention_probs_dropout_prob=0.0,
     )
 
 

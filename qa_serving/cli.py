@@ -1,0 +1,211 @@
+"""``qa-serving``: train, evaluate, predict, synth, export, archive, serve, quickstart.
+
+Each subcommand is a thin adapter: it parses flags (generated from the library's dataclasses, so
+``--help`` shows the same documentation as the code) and calls one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import QAConfig
+from .errors import QAError
+
+_TYPES: dict[str, Callable] = {"int": int, "float": float, "str": str}
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field, with its help text and default (``None`` = unset)."""
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or f.name.startswith("_"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        type_name = str(f.type).replace(" | None", "").replace("Optional[", "").rstrip("]")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if type_name == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(flag, type=_TYPES.get(type_name, str), default=None,
+                                help=f"{help_text} (default: {default})")
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, base=None):
+    """Build ``cls`` from the flags that were given (others keep ``base``'s or the default value)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(base, **given) if base is not None else cls(**given)
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    from .training import TrainConfig
+
+    p = sub.add_parser("train", help="fine-tune a span model and report EM/F1",
+                       description="Fine-tune with the HF Trainer; EM/F1 after each epoch and at the end "
+                                   "(eval_results.json). Offline: --from-scratch small --train-file data.json.")
+    add_dataclass_arguments(p, TrainConfig)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .training import TrainConfig, train
+
+    results = train(dataclass_from_args(TrainConfig, args))
+    print(json.dumps({k: results[k] for k in ("data", "model", "train_seconds", "final")}, indent=2))
+    return 0
+
+
+# --- evaluate / predict ----------------------------------------------------------------------------
+
+def _add_model_args(p) -> None:
+    p.add_argument("--model", required=True, help="model folder (PyTorch or exported ONNX) or hub id")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX when the folder holds a .onnx file (default: auto)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="torch backend precision (default: fp32)")
+    add_dataclass_arguments(p, QAConfig)
+
+
+def _load(args):
+    from transformers import AutoTokenizer
+
+    from .backends import load_backend
+
+    backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, use_fast=True)
+    config = dataclass_from_args(QAConfig, args, base=QAConfig.from_model_dir(args.model))
+    return backend, tokenizer, config
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="EM/F1 of a model on a SQuAD-format file",
+                       description="Answers every question of --eval-file with the same path as the pipeline "
+                                   "and scores them with the official SQuAD/KorQuAD arithmetic.")
+    _add_model_args(p)
+    p.add_argument("--eval-file", required=True, help="SQuAD/KorQuAD JSON, flat JSON(L) or CSV")
+    p.add_argument("--metric", default="auto", choices=["auto", "squad", "squad_v2", "korquad"])
+    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate the first N questions only")
+    p.add_argument("--predictions-out", default=None, help="write {id: answer} JSON here (official format)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .data import load_examples
+    from .evaluation import evaluate
+
+    backend, tokenizer, config = _load(args)
+    data = load_examples(args.eval_file)
+    if args.max_eval_samples:
+        data = data.select(range(min(args.max_eval_samples, len(data))))
+    result = evaluate(backend, tokenizer, data, config, args.metric, args.eval_file, progress=True)
+    if args.predictions_out:
+        Path(args.predictions_out).write_text(json.dumps(result.predictions, ensure_ascii=False, indent=1))
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="answer questions about a context",
+                       description="Answer one question (--question/--context) or a JSONL file of "
+                                   "{question, context} lines (--input); prints JSON answers.")
+    _add_model_args(p)
+    p.add_argument("--question", help="the question")
+    p.add_argument("--context", help="the context (or @file to read it from a file)")
+    p.add_argument("--input", help="JSONL file, one {\"question\", \"context\"} object per line")
+    p.add_argument("--top-k", type=int, default=1, help="answers per question (default: 1)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .inference import answer
+
+    if args.input:
+        rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()]
+        questions, contexts = [r["question"] for r in rows], [r["context"] for r in rows]
+    elif args.question and args.context:
+        context = Path(args.context[1:]).read_text() if args.context.startswith("@") else args.context
+        questions, contexts = [args.question], [context]
+    else:
+        raise QAError("give --question and --context, or --input FILE.jsonl")
+    backend, tokenizer, config = _load(args)
+    for pred in answer(backend, tokenizer, questions, contexts, config, top_k=args.top_k):
+        print(json.dumps(pred.answers[0] if args.top_k == 1 else pred.answers, ensure_ascii=False))
+    return 0
+
+
+# --- synth -----------------------------------------------------------------------------------------
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a synthetic SQuAD-format dataset (English or Korean)",
+                       description="Templated paragraphs with several facts each and questions about them, "
+                                   "so a small model can learn span extraction offline.")
+    p.add_argument("--output", required=True, help="JSON file to write")
+    p.add_argument("--articles", type=int, default=200, help="number of articles (default: 200)")
+    p.add_argument("--paragraphs-per-article", type=int, default=3)
+    p.add_argument("--lang", default="en", choices=["en", "ko"])
+    p.add_argument("--version-2", action="store_true", help="include unanswerable questions")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from .synthetic import write_squad
+
+    path = write_squad(args.output, n_articles=args.articles, paragraphs_per_article=args.paragraphs_per_article,
+                       lang=args.lang, version_2=args.version_2, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+# Subcommands living beside the library (ONNX export, TorchServe, quickstart): each module exposes
+# ``add_parser(subparsers)``; a missing optional module just leaves its command out.
+_EXTERNAL = ("export.cli", "qa_serving.serving", "qa_serving.quickstart")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qa-serving",
+        description="Extractive question answering: train, evaluate, export to ONNX and serve on TorchServe.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_synth):
+        add(sub)
+    for name in _EXTERNAL:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and name.startswith(err.name):
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except QAError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""EM/F1 of a model on a SQuAD-format dataset, through the same path as inference.
+
+Used by ``qa-serving evaluate``, the per-epoch evaluation in training, the exporter's parity report
+and the benchmarks. For SQuAD v2 the null-score threshold is searched on the evaluated data (the
+official script's ``best_f1_thresh``) and reported beside the figures at the configured threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import QAConfig
+from .errors import QAError
+from .inference import Backend, answer
+from .metrics import compute_metrics, references_from_dataset
+from .postprocess import Prediction
+
+METRICS = ("squad", "squad_v2", "korquad")
+
+
+@dataclass
+class EvalResult:
+    """Scores plus what produced them: predictions ``{id: text}`` and v2 ``na_probs`` ``{id: diff}``."""
+
+    metrics: dict[str, float]
+    predictions: dict[str, str]
+    na_probs: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def questions_per_second(self) -> float:
+        return len(self.predictions) / self.seconds if self.seconds else 0.0
+
+
+def pick_metric(metric: str, config: QAConfig, source: str | Path | None = None) -> str:
+    """``auto`` -> ``squad_v2`` for v2 models, ``korquad`` for KorQuAD files, else ``squad``."""
+    if metric != "auto":
+        if metric not in METRICS:
+            raise QAError(f"metric must be one of {METRICS} or 'auto', got {metric!r}")
+        return metric
+    if config.version_2:
+        return "squad_v2"
+    if source is not None and "korquad" in str(source).lower():
+        return "korquad"
+    return "squad"
+
+
+def best_span_text(prediction: Prediction, context: str) -> str:
+    """The best non-null span's text ('' when there is none), for the v2 threshold search."""
+    for cand in prediction.nbest:
+        if not cand.is_null:
+            return context[cand.start : cand.end]
+    return ""
+
+
+def evaluate_predictions(
+    dataset, predictions: Sequence[Prediction], metric: str, config: QAConfig
+) -> EvalResult:
+    """Score already computed predictions (one per row of ``dataset``)."""
+    ids: list[str] = list(dataset["id"])
+    contexts: list[str] = list(dataset["context"])
+    preds = {qid: p.text for qid, p in zip(ids, predictions)}
+    refs = references_from_dataset(dataset)
+    if metric != "squad_v2":
+        return EvalResult(compute_metrics(metric, preds, refs), preds)
+    na_probs = {qid: float(p.null_score_diff) for qid, p in zip(ids, predictions)}
+    scores = compute_metrics("squad_v2", preds, refs)
+    # Threshold search needs each question's best non-null span; the search decides null vs span.
+    spans = {qid: best_span_text(p, c) for qid, p, c in zip(ids, predictions, contexts)}
+    searched = compute_metrics("squad_v2", spans, refs, na_probs=na_probs)
+    for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"):
+        scores[key] = searched[key]
+    scores["null_score_diff_threshold"] = config.null_score_diff_threshold
+    return EvalResult(scores, preds, na_probs)
+
+
+def evaluate(
+    backend: Backend,
+    tokenizer,
+    dataset,
+    config: QAConfig | None = None,
+    metric: str = "auto",
+    source: str | Path | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Answer every question of ``dataset`` (flat columns) and score the answers."""
+    config = config or QAConfig()
+    metric = pick_metric(metric, config, source)
+    started = time.perf_counter()
+    predictions = answer(
+        backend, tokenizer, list(dataset["question"]), list(dataset["context"]), config, progress=progress
+    )
+    seconds = time.perf_counter() - started
+    result = evaluate_predictions(dataset, predictions, metric, config)
+    result.seconds = seconds
+    result.metrics["questions_per_second"] = result.questions_per_second
+    return result

@@ -1,0 +1,330 @@
+"""Fine-tuning with the Hugging Face Trainer (``qa-serving train``).
+
+Training windows come from :func:`qa_serving.windowing.prepare_features` (labels included), batches
+are padded per batch by :mod:`qa_serving.batching`, and evaluation at every epoch and at the end runs
+the inference path (:func:`qa_serving.evaluation.evaluate`), so the reported EM/F1 is what the
+pipeline and the server will give. The model folder gets the weights, the tokenizer,
+``qa_config.json`` (the settings it was evaluated with) and ``eval_results.json``.
+
+Offline, ``from_scratch`` builds a small BERT and trains a WordPiece tokenizer on the training data.
+Under ``torchrun``/``accelerate launch`` the Trainer runs DDP; evaluation runs on rank 0 over every
+question, so no answer is lost or counted twice at shard edges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batching import pad_rows
+from .config import QAConfig
+from .errors import QAError
+from .windowing import Features, prepare_features
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """What to train on, from what, and how. Field help texts become ``qa-serving train --help``."""
+
+    model: str | None = field(default=None, metadata={"help": "Checkpoint folder or hub id to fine-tune."})
+    from_scratch: str | None = field(
+        default=None, metadata={"help": "Build a BERT of this size (tiny|small|medium) + a tokenizer trained on the data."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "SQuAD/KorQuAD JSON, flat JSON(L) or CSV."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset name (e.g. squad); needs the hub."})
+    eval_file: str | None = field(
+        default=None, metadata={"help": "Evaluation file; without it, whole articles of the training data are held out."}
+    )
+    eval_fraction: float = field(default=0.2, metadata={"help": "Share of articles held out when no eval file."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the article split."})
+    output_dir: str = field(default="runs/model", metadata={"help": "Where checkpoints and the final model go."})
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train only a new head over a frozen encoder."})
+    head_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the frozen-encoder head."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (linear decay)."})
+    batch_size: int = field(default=16, metadata={"help": "Training windows per step (per device)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
+    epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps warming the learning rate up."})
+    max_length: int = field(default=384, metadata={"help": "Tokens per window."})
+    doc_stride: int = field(default=128, metadata={"help": "Overlap of consecutive windows, in tokens."})
+    max_question_len: int = field(default=64, metadata={"help": "Questions are cut to this many tokens."})
+    max_answer_len: int = field(default=30, metadata={"help": "Longest answer, in tokens, at evaluation."})
+    version_2: bool = field(default=False, metadata={"help": "SQuAD v2: learn and predict 'no answer'."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N questions."})
+    metric: str = field(default="auto", metadata={"help": "squad|squad_v2|korquad|auto."})
+    precision: str = field(default="fp32", metadata={"help": "fp32|bf16|fp16 (mixed precision; fp16 needs a GPU)."})
+    vocab_size: int = field(default=8000, metadata={"help": "Tokenizer vocabulary with --from-scratch."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    budget_minutes: float | None = field(
+        default=None, metadata={"help": "Stop training after this many minutes (then evaluate and save)."}
+    )
+    eval_every_epoch: bool = field(default=True, metadata={"help": "EM/F1 after each epoch, not only at the end."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
+    logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if not self.model and not self.from_scratch:
+            raise QAError("give a model to fine-tune (--model PATH_OR_HUB_ID) or --from-scratch SIZE")
+        if self.model and self.from_scratch:
+            raise QAError("--model and --from-scratch exclude each other")
+        if not self.train_file and not self.dataset:
+            raise QAError("give training data: --train-file PATH or --dataset HUB_NAME")
+        if self.freeze_encoder and self.from_scratch:
+            raise QAError("--freeze-encoder needs a pretrained encoder (--model), not --from-scratch")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise QAError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0 < self.eval_fraction < 1:
+            raise QAError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
+
+    def qa_config(self) -> QAConfig:
+        return QAConfig(
+            max_length=self.max_length,
+            doc_stride=self.doc_stride,
+            max_question_len=self.max_question_len,
+            max_answer_len=self.max_answer_len,
+            version_2=self.version_2,
+            batch_size=self.eval_batch_size,
+        )
+
+
+class FeatureDataset:
+    """Training windows as a map-style dataset of unpadded int arrays (the collator pads)."""
+
+    def __init__(self, features: Features) -> None:
+        if features.start_positions is None:
+            raise QAError("training features need answers (labels)")
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        f = self.features
+        item = {"input_ids": f.input_ids[i], "start_positions": f.start_positions[i], "end_positions": f.end_positions[i]}
+        if f.token_type_ids is not None:
+            item["token_type_ids"] = f.token_type_ids[i]
+        return item
+
+
+class PadCollator:
+    """Pads a list of windows to the longest one (dynamic padding) on the tokenizer's side."""
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right") -> None:
+        self.pad_token_id = pad_token_id
+        self.side = padding_side
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        length = max(len(x["input_ids"]) for x in items)
+        ids = [x["input_ids"] for x in items]
+        batch = {
+            "input_ids": pad_rows(ids, length, self.pad_token_id, self.side),
+            "attention_mask": pad_rows([np.ones(len(r), dtype=np.int64) for r in ids], length, 0, self.side),
+        }
+        if "token_type_ids" in items[0]:
+            batch["token_type_ids"] = pad_rows([x["token_type_ids"] for x in items], length, 0, self.side)
+        # Labels index the unpadded window; left padding shifts them.
+        shift = np.array([length - len(r) if self.side == "left" else 0 for r in ids])
+        batch["start_positions"] = np.array([x["start_positions"] for x in items]) + shift
+        batch["end_positions"] = np.array([x["end_positions"] for x in items]) + shift
+        return {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in batch.items()}
+
+
+def load_data(cfg: TrainConfig):
+    """(train, eval) flat datasets, and a description of where they came from."""
+    from .data import load_examples, split_by_article
+
+    if cfg.dataset:
+        train = load_examples(cfg.dataset, split="train")
+        evals = load_examples(cfg.eval_file) if cfg.eval_file else load_examples(cfg.dataset, split="validation")
+        source = f"hub dataset {cfg.dataset}"
+    else:
+        train = load_examples(cfg.train_file)
+        if cfg.eval_file:
+            evals = load_examples(cfg.eval_file)
+            source = f"{cfg.train_file} (eval: {cfg.eval_file})"
+        else:
+            train, evals = split_by_article(train, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
+            source = f"{cfg.train_file} split by article ({cfg.eval_fraction:.0%} held out, seed {cfg.split_seed})"
+    if cfg.max_train_samples:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    if cfg.max_eval_samples:
+        evals = evals.select(range(min(cfg.max_eval_samples, len(evals))))
+    return train, evals, source
+
+
+def build_model_and_tokenizer(cfg: TrainConfig, train_dataset):
+    """The model to train and its tokenizer (local or hub checkpoint, frozen-encoder head, or scratch)."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    out = Path(cfg.output_dir)
+    if cfg.from_scratch:
+        from .scratch import scratch_model, train_wordpiece_tokenizer
+
+        if cfg.resume and (out / "tokenizer.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(out)  # the vocabulary the checkpoints were trained with
+        else:
+            texts = list(dict.fromkeys(train_dataset["context"])) + list(train_dataset["question"])
+            tokenizer = train_wordpiece_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=512)
+        return scratch_model(tokenizer, cfg.from_scratch, seed=cfg.seed), tokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model, use_fast=True)
+        if cfg.freeze_encoder:
+            from .heads import FrozenEncoderForQuestionAnswering
+
+            model = FrozenEncoderForQuestionAnswering.from_encoder(cfg.model, head_hidden_size=cfg.head_hidden_size)
+        else:
+            model = AutoModelForQuestionAnswering.from_pretrained(cfg.model)
+    except OSError as err:
+        raise QAError(f"could not load {cfg.model!r} (a local folder, or a hub id when online): {err}") from err
+    return model, tokenizer
+
+
+def _make_callbacks(cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConfig, history: list):
+    from transformers import TrainerCallback
+
+    from .backends import TorchBackend
+    from .evaluation import evaluate
+
+    class EpochEval(TrainerCallback):
+        """EM/F1 through the inference path at the end of every epoch (rank 0)."""
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if not (cfg.eval_every_epoch and state.is_world_process_zero):
+                return
+            result = evaluate(TorchBackend(model), tokenizer, eval_dataset, qa_config, cfg.metric, cfg.train_file)
+            model.train()
+            entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step, **result.metrics}
+            history.append(entry)
+            logger.info("eval after epoch %s: %s", entry["epoch"], _headline(result.metrics))
+            print(f"[eval] epoch {entry['epoch']}: {_headline(result.metrics)}", flush=True)
+
+    class Budget(TrainerCallback):
+        """Stops training once the time budget is spent; evaluation and saving still happen."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cfg.budget_minutes and time.monotonic() - self.started > cfg.budget_minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return [EpochEval(), Budget()]
+
+
+def _headline(metrics: dict) -> str:
+    keys = ("exact_match", "exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
+    return ", ".join(f"{k} {metrics[k]:.2f}" for k in keys if k in metrics)
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Fine-tune, evaluate and save; returns what ``eval_results.json`` holds."""
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from .backends import TorchBackend
+    from .evaluation import evaluate
+
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    checkpoint = _last_checkpoint(out) if cfg.resume else None
+    if cfg.resume and checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s, starting from the beginning", out)
+    train_ds, eval_ds, source = load_data(cfg)
+    model, tokenizer = build_model_and_tokenizer(cfg, train_ds)
+    qa_config = cfg.qa_config()
+    features = prepare_features(
+        tokenizer, train_ds["question"], train_ds["context"], qa_config, answers=train_ds["answers"]
+    )
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out)
+    cuda = torch.cuda.is_available()
+    if cfg.precision == "fp16" and not cuda:
+        raise QAError("fp16 training needs a GPU; use --precision bf16 or fp32 on CPU")
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=cfg.logging_steps,
+        save_strategy="epoch",
+        save_total_limit=2,
+        eval_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        bf16=cfg.precision == "bf16",
+        fp16=cfg.precision == "fp16",
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["start_positions", "end_positions"],
+        disable_tqdm=not cfg.progress,
+        ddp_find_unused_parameters=False if cfg.freeze_encoder else None,
+    )
+    history: list[dict] = []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=FeatureDataset(features),
+        data_collator=PadCollator(features.pad_token_id, features.padding_side),
+        callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history),
+    )
+    started = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return {}
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    final = evaluate(
+        TorchBackend(trainer.model), tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
+    )
+    if qa_config.version_2 and "best_f1_thresh" in final.metrics:
+        # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
+        qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
+    qa_config.save(out)
+    results = {
+        "data": source,
+        "model": cfg.model or f"scratch BERT ({cfg.from_scratch})",
+        "freeze_encoder": cfg.freeze_encoder,
+        "train_questions": len(train_ds),
+        "train_windows": len(features),
+        "eval_questions": len(eval_ds),
+        "train_seconds": round(train_seconds, 1),
+        "train_loss": train_output.training_loss,
+        "epochs_done": round(trainer.state.epoch or 0, 3),
+        "final": final.metrics,
+        "history": history,
+        "config": asdict(cfg),
+        "device": "cuda" if cuda else "cpu",
+    }
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"[eval] final: {_headline(final.metrics)} -> {out / 'eval_results.json'}", flush=True)
+    return results
