@@ -9,7 +9,10 @@ exported ONNX folder loads on ONNX Runtime (``backend="onnx"`` forces it).
 
 Deliberate differences from the stock pipeline: spans from different windows are compared by their
 start+end logits (the SQuAD reference scoring), not by per-window probabilities, and ``score`` is the
-softmax over the n-best candidates of the example. Single-window answers pick the same span.
+softmax over the n-best candidates of the example. Single-window answers pick the same span, except that
+with ``align_to_words`` the stock pipeline adds up the scores of its top token spans that widen to the same
+text (the several subword spans of one word), which can promote a span the logits do not rank first; we
+keep the best single span (the SQuAD reference's choice).
 """
 
 from __future__ import annotations

@@ -132,17 +132,19 @@ def postprocess_example(
     null_diff = None
     predict_null = False
     if version_2:
-        null_diff = float(null.score - best.score) if best is not None else float("inf")
+        # Subtracted term by term, as the reference does: (a - (b + c)) can differ from it by an ulp,
+        # enough to flip a decision sitting on the threshold.
+        null_diff = float("inf") if best is None else float(null.score - best.start_logit - best.end_logit)
         predict_null = best is None or null_diff > null_score_diff_threshold
 
     if best is None and not version_2:
         no_span = {"answer": "", "score": 0.0, "start": 0, "end": 0}
         return Prediction(answers=[no_span], null_score_diff=None, nbest=nbest)
-    ranked = [c for c in non_null if c is not best]
-    if predict_null:
-        ranked = [null, best, *ranked] if best is not None else [null]
-    else:
-        ranked = [best, *ranked] + ([null] if version_2 else [])
+    # The decision first, then the other candidates by score, the null among them where its score puts
+    # it (as the stock pipeline ranks it), not always last where top_k would cut it off.
+    first = null if predict_null else best
+    others = [c for c in non_null + ([null] if version_2 else []) if c is not first]
+    ranked = [first, *sorted(others, key=lambda c: -c.score)]
     answers, seen = [], set()
     for cand in ranked:
         key = (cand.start, cand.end, cand.is_null)

@@ -1,0 +1,287 @@
+"""The ``custom-qa`` pipeline: call shapes, errors, batching invariance, parity with the stock
+``question-answering`` pipeline, loading from a saved folder (with its qa_config.json) and from ONNX."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import transformers
+
+import qa_serving
+from qa_serving import QAConfig, QAError, prepare_features
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+KEYS = {"answer", "score", "start", "end"}
+# Settings both pipelines understand, with windows small enough that long contexts need several.
+PARITY = {"max_seq_len": 128, "doc_stride": 32, "max_answer_len": 15, "max_question_len": 32}
+PARITY_CONFIG = QAConfig(max_length=128, doc_stride=32, max_question_len=32, max_answer_len=15)
+
+
+@pytest.fixture
+def qa(tiny_model, tiny_tokenizer):
+    assert qa_serving.CustomQAPipeline  # importing qa_serving registers "custom-qa"
+    return transformers.pipeline("custom-qa", model=tiny_model, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture
+def examples(qa_factory):
+    return [qa_factory.example(lang, n_sentences=n) for lang in ("en", "ko") for n in (1, 2, 6, 12)]
+
+
+def _span(answer: dict) -> tuple[int, int]:
+    return answer["start"], answer["end"]
+
+
+# --- call shapes --------------------------------------------------------------------------------------
+
+
+def test_single_question_and_context_give_one_dict(qa, examples):
+    ex = examples[0]
+    out = qa(question=ex.question, context=ex.context)
+    assert isinstance(out, dict) and set(out) == KEYS
+    assert out["answer"] == ex.context[out["start"] : out["end"]] != ""
+    assert 0.0 < out["score"] <= 1.0
+    assert qa({"question": ex.question, "context": ex.context}) == out
+
+
+def test_lists_and_list_of_dicts_give_lists(qa, examples):
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    out = qa(question=qs, context=cs)
+    assert isinstance(out, list) and len(out) == len(examples)
+    assert all(isinstance(a, dict) and set(a) == KEYS for a in out)
+    assert qa([{"question": q, "context": c} for q, c in zip(qs, cs)]) == out
+    # One question over several contexts, or several questions over one context.
+    assert qa(question=qs[0], context=cs[:3]) == qa(question=[qs[0]] * 3, context=cs[:3])
+    assert qa(question=qs[:3], context=cs[0]) == qa(question=qs[:3], context=[cs[0]] * 3)
+
+
+def test_answer_is_the_context_slice(qa, examples):
+    for ex, out in zip(
+        examples, qa(question=[e.question for e in examples], context=[e.context for e in examples])
+    ):
+        assert out["answer"] == ex.context[out["start"] : out["end"]]
+        assert out["answer"] and out["answer"] == out["answer"].strip()
+
+
+def test_top_k_gives_distinct_spans_by_score(qa, examples):
+    ex = examples[2]
+    out = qa(question=ex.question, context=ex.context, top_k=3)
+    assert isinstance(out, list) and len(out) == 3
+    assert len({_span(a) for a in out}) == 3
+    scores = [a["score"] for a in out]
+    assert scores == sorted(scores, reverse=True)
+    assert out[0] == qa(question=ex.question, context=ex.context)
+    many = qa(question=[ex.question] * 2, context=[ex.context] * 2, top_k=3)
+    assert many == [out, out]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        ((), {"question": "who?"}),
+        ((), {"context": "a context."}),
+        (("a bare string",), {}),
+        (({"question": "who?"},), {}),
+        (([{"question": "who?", "context": "a context."}, "oops"],), {}),
+        (({"question": "who?", "context": "a context."},), {"question": "who?"}),
+        ((), {"question": "", "context": "a context."}),
+        ((), {"question": "who?", "context": "   "}),
+        ((), {"question": [], "context": []}),
+        ((), {"question": ["who?", "what?"], "context": ["one.", "two.", "three."]}),
+    ],
+)
+def test_bad_input_raises_qa_error(qa, args, kwargs):
+    with pytest.raises(QAError):
+        qa(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"top_k": 0},
+        {"top_k": "3"},
+        {"doc_stride": 0},
+        {"max_seq_len": 8},
+        {"max_answer_len": -1},
+        {"beam_size": 3},
+    ],
+)
+def test_bad_or_unknown_arguments_raise_qa_error(qa, kwargs):
+    with pytest.raises(QAError):
+        qa(question="who?", context="the king of rome.", **kwargs)
+
+
+# --- invariance ---------------------------------------------------------------------------------------
+
+
+def test_batch_size_does_not_change_answers(qa, examples):
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    settings = {"max_seq_len": 64, "doc_stride": 16, "max_question_len": 16}
+    one = qa(question=qs, context=cs, batch_size=1, top_k=2, **settings)
+    big = qa(question=qs, context=cs, batch_size=64, top_k=2, **settings)
+    for a, b in zip(one, big):
+        assert [_span(x) for x in a] == [_span(x) for x in b]
+        np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], rtol=1e-4)
+
+
+def test_answers_do_not_depend_on_the_other_questions(qa, examples):
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    settings = {"max_seq_len": 64, "doc_stride": 16, "max_question_len": 16, "batch_size": 4}
+    together = qa(question=qs, context=cs, **settings)
+    reversed_ = qa(question=qs[::-1], context=cs[::-1], **settings)[::-1]
+    alone = [qa(question=q, context=c, **settings) for q, c in zip(qs, cs)]
+    assert [_span(a) for a in together] == [_span(a) for a in alone] == [_span(a) for a in reversed_]
+    np.testing.assert_allclose([a["score"] for a in together], [a["score"] for a in alone], rtol=1e-4)
+
+
+# --- parity with the stock pipeline -------------------------------------------------------------------
+
+
+def _whole_word_vocab(tok) -> list[str]:
+    """Vocabulary entries that are whole words (each tokenizes to exactly itself)."""
+    words = [
+        w for w in tok.get_vocab() if len(w) > 1 and (w.isalpha() or w.isdigit()) and not w.startswith("##")
+    ]
+    return sorted(w for w in words if tok.tokenize(w) == [w])
+
+
+def _agreement(ours: list[dict], stock: list[dict]) -> float:
+    return float(np.mean([_span(a) == _span(b) for a, b in zip(ours, stock)]))
+
+
+@pytest.fixture
+def stock(tiny_model, tiny_tokenizer):
+    return transformers.pipeline("question-answering", model=tiny_model, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture
+def custom(stock):
+    # The very same model object as the stock pipeline: same logits.
+    return transformers.pipeline("custom-qa", model=stock.model, tokenizer=stock.tokenizer)
+
+
+def test_single_window_parity_with_stock_pipeline(custom, stock, tiny_tokenizer, record_property):
+    # Contexts of distinct whole-vocabulary words: every word is one token, so aligning to words changes
+    # nothing and the stock pipeline has no same-text token spans to add up (see the next test).
+    rng = random.Random(0)
+    words = _whole_word_vocab(tiny_tokenizer)
+    assert len(words) > 100
+    qs, cs = [], []
+    for _ in range(120):
+        cs.append(" ".join(rng.sample(words, rng.randint(8, 45))) + rng.choice([".", "!", ""]))
+        qs.append(" ".join(rng.sample(words, rng.randint(2, 8))) + "?")
+    features = prepare_features(tiny_tokenizer, qs, cs, PARITY_CONFIG)
+    assert len(features) == len(qs)  # single-window only
+    ours, theirs = custom(question=qs, context=cs, **PARITY), stock(question=qs, context=cs, **PARITY)
+    agree = _agreement(ours, theirs)
+    record_property("stock_parity_single_window_whole_words", agree)
+    print(f"stock parity, single window, whole-word contexts, align_to_words=True: {agree:.1%} of {len(qs)}")
+    assert agree >= 0.99
+
+
+def test_single_window_parity_on_subword_contexts(custom, stock, tiny_tokenizer, qa_factory, record_property):
+    # Pseudo-words split into several subwords. Without word alignment both pick the best token span.
+    # With it (the default) the stock pipeline sums the scores of its top token spans that widen to the
+    # same word-aligned text, which with a random model's flat logits often promotes another span: that
+    # figure is measured and printed, not asserted (see the custom-qa module docstring).
+    exs = [
+        qa_factory.example(qa_factory.rng.choice(["en", "ko"]), n_sentences=qa_factory.rng.randint(1, 2))
+        for _ in range(100)
+    ]
+    qs, cs = [e.question for e in exs], [e.context for e in exs]
+    assert len(prepare_features(tiny_tokenizer, qs, cs, PARITY_CONFIG)) == len(qs)
+    figures = {}
+    for align in (False, True):
+        ours = custom(question=qs, context=cs, align_to_words=align, **PARITY)
+        theirs = stock(question=qs, context=cs, align_to_words=align, **PARITY)
+        figures[align] = _agreement(ours, theirs)
+        record_property(f"stock_parity_single_window_subwords_align_{align}", figures[align])
+        print(f"stock parity, single window, subword contexts, align_to_words={align}: {figures[align]:.1%}")
+    assert figures[False] >= 0.99
+
+
+def test_multi_window_agreement_with_stock_is_measured(
+    custom, stock, tiny_tokenizer, qa_factory, record_property
+):
+    # Across windows we compare start+end logits (SQuAD reference), the stock pipeline per-window
+    # probabilities: no threshold, but the figure is recorded.
+    exs = [qa_factory.example(qa_factory.rng.choice(["en", "ko"]), n_sentences=12) for _ in range(30)]
+    qs, cs = [e.question for e in exs], [e.context for e in exs]
+    n_windows = np.bincount(prepare_features(tiny_tokenizer, qs, cs, PARITY_CONFIG).example_index)
+    assert np.all(n_windows > 1)
+    for align in (False, True):
+        ours = custom(question=qs, context=cs, align_to_words=align, **PARITY)
+        theirs = stock(question=qs, context=cs, align_to_words=align, **PARITY)
+        agree = _agreement(ours, theirs)
+        record_property(f"stock_parity_multi_window_align_{align}", agree)
+        print(f"stock agreement, {n_windows.mean():.1f} windows/example, align_to_words={align}: {agree:.1%}")
+        assert all(a["answer"] == c[a["start"] : a["end"]] for a, c in zip(ours, cs))
+
+
+# --- loading from a folder ----------------------------------------------------------------------------
+
+
+SAVED = QAConfig(
+    max_length=96, doc_stride=24, max_question_len=24, max_answer_len=2, n_best_size=5, batch_size=4
+)
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model, tiny_tokenizer):
+    path = tmp_path / "model"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_pipeline_from_saved_folder_reads_qa_config(model_dir, tiny_model, tiny_tokenizer, examples):
+    SAVED.save(model_dir)
+    qa = transformers.pipeline("custom-qa", model=str(model_dir))
+    assert qa.qa_config == SAVED
+    assert qa.tokenizer.is_fast and qa.tokenizer.tokenize("세종대왕은") == tiny_tokenizer.tokenize(
+        "세종대왕은"
+    )
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    loaded = qa(question=qs, context=cs)
+    in_memory = transformers.pipeline(
+        "custom-qa", model=tiny_model, tokenizer=tiny_tokenizer, qa_config=SAVED
+    )
+    assert [_span(a) for a in loaded] == [_span(a) for a in in_memory(question=qs, context=cs)]
+    # max_answer_len=2 from qa_config.json: at most two tokens, so at most two words.
+    assert all(len(a["answer"].split()) <= 2 for a in loaded)
+    # Call arguments still override the saved settings.
+    longer = qa(question=qs, context=cs, max_answer_len=30, n_best_size=20)
+    assert any(len(a["answer"].split()) > 2 for a in longer)
+
+
+def test_pipeline_from_folder_without_qa_config_uses_defaults(model_dir):
+    qa = transformers.pipeline("custom-qa", model=str(model_dir))
+    assert qa.qa_config == QAConfig()
+
+
+def test_pipeline_from_onnx_export_matches_torch(model_dir, tiny_model, tiny_tokenizer, examples, tmp_path):
+    pytest.importorskip("optimum.onnxruntime")
+    from optimum.exporters.onnx import main_export
+    from optimum.onnxruntime import ORTModelForQuestionAnswering
+
+    onnx_dir = tmp_path / "onnx"
+    main_export(str(model_dir), output=onnx_dir, task="question-answering")
+    assert any(onnx_dir.glob("*.onnx"))
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    settings = {"max_seq_len": 64, "doc_stride": 16, "max_question_len": 16, "top_k": 2}
+    torch_answers = transformers.pipeline("custom-qa", model=tiny_model, tokenizer=tiny_tokenizer)(
+        question=qs, context=cs, **settings
+    )
+    from_path = transformers.pipeline("custom-qa", model=str(onnx_dir))
+    from_model = transformers.pipeline(
+        "custom-qa", model=ORTModelForQuestionAnswering.from_pretrained(onnx_dir), tokenizer=tiny_tokenizer
+    )
+    assert type(from_path.model).__name__ == "ORTModelForQuestionAnswering"
+    for qa in (from_path, from_model):
+        for ours, ref in zip(qa(question=qs, context=cs, **settings), torch_answers):
+            assert [(_span(a), a["answer"]) for a in ours] == [(_span(a), a["answer"]) for a in ref]
+            np.testing.assert_allclose([a["score"] for a in ours], [a["score"] for a in ref], rtol=1e-4)
