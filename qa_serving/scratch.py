@@ -14,25 +14,52 @@ from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
 SIZES = {
     # name: (hidden, layers, heads, intermediate)
     "tiny": (32, 2, 2, 64),
-    "small": (128, 2, 4, 512),
+    "small": (128, 3, 4, 512),
     "medium": (256, 4, 4, 1024),
 }
 
 
-def train_wordpiece_tokenizer(
-    texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True, model_max_length: int = 512
-) -> BertTokenizerFast:
-    """A BERT-style WordPiece tokenizer learned from ``texts`` (Korean works: no accent stripping).
+def mostly_hangul(texts: Iterable[str], sample_chars: int = 200_000) -> bool:
+    """True when at least 30% of the letters in (a sample of) ``texts`` are Hangul syllables."""
+    hangul = letters = 0
+    for text in texts:
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                hangul += "\uac00" <= ch <= "\ud7a3"
+        if letters >= sample_chars:
+            break
+    return letters > 0 and hangul / letters >= 0.3
 
+
+def train_wordpiece_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+    model_max_length: int = 512,
+    hangul_syllables: bool | None = None,
+) -> BertTokenizerFast:
+    """A BERT-style WordPiece tokenizer learned from ``texts``.
+
+    ``hangul_syllables`` (auto-detected when ``None``) makes every Hangul syllable its own token:
+    WordPiece learned on Korean text glues particles and endings to stems (``##베에서``), so an answer
+    that stops before its particle ends inside a token and cannot be predicted as a span.
     Example: ``train_wordpiece_tokenizer(["the cat sat"], vocab_size=100)("cat")["input_ids"]`` -> ``[2, ..., 3]``.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+    texts = list(texts)
+    if hangul_syllables is None:
+        hangul_syllables = mostly_hangul(texts)
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     # strip_accents=False keeps Hangul syllables whole (NFD would split them into jamo).
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False, clean_text=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if hangul_syllables:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(Regex("[\uac00-\ud7a3]"), behavior="isolated")]
+        )
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, min_frequency=1)
     tok.train_from_iterator(texts, trainer=trainer)
