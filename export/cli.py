@@ -1,0 +1,123 @@
+"""``qa-serving export``: ONNX export, optional optimization / int8 quantization, then the parity report.
+
+Exit codes: 0 export done and parity passed (or skipped), 1 parity failed (the table says why),
+2 bad input (:class:`qa_serving.errors.QAError`, printed by ``qa_serving.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from qa_serving.errors import QAError
+
+from .onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
+
+EPILOG = """\
+layout: OUTPUT/ is the fp32 model; OUTPUT/o1..o4/ and OUTPUT/int8/ are complete model folders too
+(config, tokenizer, qa_config.json), so any of them can be passed to `qa-serving evaluate --model`.
+
+examples:
+  qa-serving export --model runs/model --output runs/onnx
+  qa-serving export --model runs/model --output runs/onnx --optimize O2 --quantize auto --eval-file dev.json
+  qa-serving export --model runs/model --output runs/onnx-gpu --optimize O4 --device cuda
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a span model to ONNX (optionally optimized / int8) and check parity",
+        description=(
+            "Export a fine-tuned question-answering model folder to ONNX with Optimum (dynamic batch and\n"
+            "sequence axes), optionally optimize it with ONNX Runtime and quantize it to dynamic int8, then\n"
+            "compare every variant with the PyTorch model: max |logit diff| on real windows, and EM/F1 and\n"
+            "identical spans on an eval file. Prints the table and writes OUTPUT/parity.json."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", required=True, help="fine-tuned PyTorch model folder (config.json, weights, tokenizer)"
+    )
+    p.add_argument("--output", required=True, help="folder to write the ONNX model(s) into")
+    p.add_argument(
+        "--optimize",
+        type=str.upper,
+        choices=OPTIMIZE_LEVELS,
+        default=None,
+        help="ORTOptimizer level: O1 basic, O2 + transformer fusions, O3 + fast GELU, "
+        "O4 + fp16 (GPU only) (default: none)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_TARGETS,
+        nargs="?",
+        const="auto",
+        default=None,
+        help="dynamic int8 quantization for this CPU ('auto', the default when the flag is "
+        "given without a value) or for a named instruction set (default: none)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="trace, optimize and check on this device; cuda needs onnxruntime-gpu (default: cpu)",
+    )
+    p.add_argument(
+        "--eval-file",
+        default=None,
+        help="SQuAD/KorQuAD JSON, flat JSON(L) or CSV for the parity check "
+        "(default: a generated synthetic set)",
+    )
+    p.add_argument("--max-eval-samples", type=int, default=None, help="check on the first N questions only")
+    p.add_argument(
+        "--metric",
+        default="auto",
+        choices=["auto", "squad", "squad_v2", "korquad"],
+        help="auto: squad_v2 for v2 models, korquad for KorQuAD files, else squad (default: auto)",
+    )
+    p.add_argument(
+        "--max-f1-drop",
+        type=float,
+        default=1.0,
+        help="fail (exit 1) when a variant's F1 is more than this many points below PyTorch's (default: 1.0)",
+    )
+    p.add_argument("--skip-parity", action="store_true", help="export only, no parity check")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous export in --output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from .onnx import export_onnx
+        from .parity import check_export, format_table
+
+        result = export_onnx(
+            args.model,
+            args.output,
+            optimize=args.optimize,
+            quantize=args.quantize,
+            device=args.device,
+            overwrite=args.overwrite,
+        )
+    except ImportError as err:  # optimum / onnxruntime missing: say what to install
+        raise QAError(str(err)) from err
+    for name, folder in result.variants().items():
+        print(f"{name:>5}: {folder}")
+    if args.skip_parity:
+        return 0
+    report = check_export(
+        args.model,
+        result,
+        eval_file=args.eval_file,
+        max_eval_samples=args.max_eval_samples,
+        max_f1_drop=args.max_f1_drop,
+        metric=args.metric,
+    )
+    print(
+        f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}), "
+        f"logits on {report.n_logit_windows} windows, device {report.device}:\n"
+    )
+    print(format_table(report.rows))
+    print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {result.output_dir / 'parity.json'}")
+    return 0 if report.passed else 1
