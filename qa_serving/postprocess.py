@@ -108,16 +108,18 @@ def postprocess_example(
             null_score, null_start, null_end = window_null, start[cls], end[cls]
 
     scores, s_logit, e_logit, c_start, c_end = (np.concatenate(parts) for parts in zip(*spans))
-    candidates = [
-        Candidate(float(a), float(b), float(c), int(d), int(f))
-        for a, b, c, d, f in zip(scores, s_logit, e_logit, c_start, c_end)
-    ]
     null = Candidate(float(null_score), float(null_start), float(null_end), 0, 0, is_null=True)
+    n_spans = len(scores)
     if version_2:
-        candidates.append(null)
-    # Stable sort keeps the reference's tie order (window, start rank, end rank).
-    order = np.argsort(-np.array([c.score for c in candidates]), kind="stable")[:n_best_size]
-    nbest = [candidates[i] for i in order]
+        scores = np.append(scores, null_score)  # the null candidate is index n_spans
+    # Stable sort keeps the reference's tie order (window, start rank, end rank, then null);
+    # Candidate objects are made for the kept n-best only.
+    order = np.argsort(-scores, kind="stable")[:n_best_size]
+    nbest = [
+        null if i == n_spans else Candidate(float(scores[i]), float(s_logit[i]), float(e_logit[i]),
+                                            int(c_start[i]), int(c_end[i]))
+        for i in order
+    ]
     if version_2 and not any(c.is_null for c in nbest):
         nbest.append(null)
 
