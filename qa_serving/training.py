@@ -179,7 +179,9 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset):
             tokenizer = AutoTokenizer.from_pretrained(out)  # the vocabulary the checkpoints were trained with
         else:
             texts = list(dict.fromkeys(train_dataset["context"])) + list(train_dataset["question"])
-            tokenizer = train_wordpiece_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=512)
+            tokenizer = _from_rank0(
+                lambda: train_wordpiece_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=512)
+            )
         return scratch_model(tokenizer, cfg.from_scratch, seed=cfg.seed), tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model, use_fast=True)
@@ -192,6 +194,22 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset):
     except OSError as err:
         raise QAError(f"could not load {cfg.model!r} (a local folder, or a hub id when online): {err}") from err
     return model, tokenizer
+
+
+def _from_rank0(make):
+    """``make()`` on rank 0, its result sent (pickled) to every other rank; plain ``make()`` without DDP.
+
+    WordPiece training is not deterministic across processes (the same texts give a different vocabulary
+    in another process), so under torchrun every rank must tokenize with rank 0's tokenizer, the one
+    that is saved with the model.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return make()
+    box = [make() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _make_callbacks(cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConfig, history: list):
@@ -239,7 +257,8 @@ def _last_checkpoint(output_dir: Path) -> str | None:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Fine-tune, evaluate and save; returns what ``eval_results.json`` holds."""
+    """Fine-tune, evaluate and save; returns what ``eval_results.json`` holds (on the other ranks of a
+    distributed run: ``data``, ``model``, ``train_seconds``, ``rank`` and ``final=None``)."""
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
@@ -251,16 +270,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     checkpoint = _last_checkpoint(out) if cfg.resume else None
     if cfg.resume and checkpoint is None:
         logger.warning("--resume: no checkpoint in %s, starting from the beginning", out)
-    train_ds, eval_ds, source = load_data(cfg)
-    model, tokenizer = build_model_and_tokenizer(cfg, train_ds)
-    qa_config = cfg.qa_config()
-    features = prepare_features(
-        tokenizer, train_ds["question"], train_ds["context"], qa_config, answers=train_ds["answers"]
-    )
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(out)
     cuda = torch.cuda.is_available()
     if cfg.precision == "fp16" and not cuda:
         raise QAError("fp16 training needs a GPU; use --precision bf16 or fp32 on CPU")
@@ -286,8 +295,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         remove_unused_columns=False,
         label_names=["start_positions", "end_positions"],
         disable_tqdm=not cfg.progress,
-        ddp_find_unused_parameters=False if cfg.freeze_encoder else None,
+        # The scratch BERT and the frozen-encoder head use every trainable parameter in each step.
+        ddp_find_unused_parameters=False if cfg.freeze_encoder or cfg.from_scratch else None,
     )
+    _ = args.device  # under torchrun/accelerate: joins the process group now (_from_rank0 needs it)
+    train_ds, eval_ds, source = load_data(cfg)
+    model, tokenizer = build_model_and_tokenizer(cfg, train_ds)
+    qa_config = cfg.qa_config()
+    features = prepare_features(
+        tokenizer, train_ds["question"], train_ds["context"], qa_config, answers=train_ds["answers"]
+    )
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out)
     history: list[dict] = []
     trainer = Trainer(
         model=model,
@@ -300,7 +321,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
-        return {}
+        # Rank 0 evaluates every question and writes the model; the other ranks only say what they did.
+        return {
+            "data": source,
+            "model": cfg.model or f"scratch BERT ({cfg.from_scratch})",
+            "train_seconds": round(train_seconds, 1),
+            "final": None,
+            "rank": args.process_index,
+        }
     trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
     final = evaluate(
