@@ -3,7 +3,9 @@
 Request body: JSON ``{"question": str, "context": str}`` with optional ``top_k``, ``max_answer_len`` and
 ``handle_impossible_answer``, or a list of such objects. Response: the ``custom-qa`` pipeline's answer
 dicts ``{"answer", "score", "start", "end"}`` (one dict, or a list when ``top_k > 1``; a list of those for
-a list body), or ``{"error": message, "status": 400|413}`` with that HTTP status.
+a list body), or ``{"error": message, "status": 400|413}`` with that HTTP status. Open Inference Protocol
+(KServe v2) bodies, ``{"inputs": [{"name": "question", "datatype": "BYTES", ...}, {"name": "context", ...}]}``,
+get a v2 response with the outputs ``answer``, ``score``, ``start`` and ``end`` (see :func:`parse_v2_request`).
 
 One TorchServe batch (``batchSize``/``maxBatchDelay`` in model-config.yaml) is answered in one pass:
 ``preprocess`` parses every request (bad ones get an error, never an exception), ``inference`` windows
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -63,7 +66,7 @@ class HandlerSettings:
     max_context_chars: int = 100_000  # longer contexts are answered with 413
     max_examples: int = 64  # examples in one list body; more -> 413
     feature_batch_size: int = 0  # windows per forward pass; 0 = qa_config.json batch_size
-    threads: int = 0  # torch intra-op threads per worker; 0 = cores // maxWorkers
+    threads: int = 0  # torch intra-op threads per worker; 0 = available_cpus() // maxWorkers
 
     ENV: ClassVar[dict[str, str]] = {
         "backend": "QA_BACKEND",
@@ -141,6 +144,7 @@ class Request:
     examples: list[Example] = field(default_factory=list)
     single: bool = True
     error: RequestError | None = None
+    v2: V2Request | None = None  # set for an Open Inference Protocol (KServe v2) body
 
 
 @dataclass
@@ -209,7 +213,7 @@ class QAHandler(BaseHandler):
         threads = self.settings.threads
         if not threads:
             workers = int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or 1)
-            threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+            threads = max(1, available_cpus() // max(1, workers))
         torch.set_num_threads(threads)
 
     # --- template method ---------------------------------------------------------------------------
@@ -219,8 +223,13 @@ class QAHandler(BaseHandler):
         requests = []
         for i, row in enumerate(data):
             try:
-                examples, single = parse_request(row, self.settings, self.config)
-                requests.append(Request(examples=examples, single=single))
+                body = request_body(row)
+                if is_v2_body(body):
+                    examples, v2 = parse_v2_request(body, self.settings, self.config)
+                    requests.append(Request(examples=examples, single=False, v2=v2))
+                else:
+                    examples, single = parse_body(body, self.settings, self.config)
+                    requests.append(Request(examples=examples, single=single))
             except RequestError as err:
                 requests.append(Request(error=err))
             except Exception as err:  # one odd request must not fail the others
@@ -263,7 +272,11 @@ class QAHandler(BaseHandler):
                 continue
             mine = answers[cursor : cursor + len(req.examples)]
             cursor += len(req.examples)
-            out.append(mine[0] if req.single else mine)
+            if req.v2 is not None:
+                model = (getattr(self.context, "manifest", None) or {}).get("model", {})
+                out.append(v2_response(mine, req.v2, model.get("modelName"), model.get("modelVersion")))
+            else:
+                out.append(mine[0] if req.single else mine)
         self._metric("QABatchSize", len(scored.requests))
         self._metric("QAWindows", len(scored.features) if scored.features is not None else 0)
         return out
@@ -306,6 +319,26 @@ class QAHandler(BaseHandler):
             metrics.add_metric(name, value, "count", metric_type=MetricTypes.GAUGE)
         except Exception:  # metrics must never fail a batch
             logger.debug("could not emit metric %s", name, exc_info=True)
+
+
+def available_cpus(cgroup: str | Path = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: ``os.cpu_count()`` capped by the cgroup CPU quota (``docker --cpus``, a
+    Kubernetes CPU limit), which ``os.cpu_count()`` ignores; so that workers x threads <= CPUs there too.
+
+    Example: 16 CPUs and ``cpu.max`` = ``"200000 100000"`` (2 CPUs' worth of time) -> 2.
+    """
+    cpus = os.cpu_count() or 1
+    root = Path(cgroup)
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (root / quota_file).read_text().split()
+            quota, period = fields[0], fields[1] if period_file is None else (root / period_file).read_text()
+            if quota not in ("max", "-1"):
+                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(1, cpus)
 
 
 def _torch_threads() -> int:
@@ -355,7 +388,11 @@ def request_body(row: Any) -> Any:
 
 def parse_request(row: Any, settings: HandlerSettings, config: QAConfig) -> tuple[list[Example], bool]:
     """Examples of one request and whether it was a single object (else a list)."""
-    body = request_body(row)
+    return parse_body(request_body(row), settings, config)
+
+
+def parse_body(body: Any, settings: HandlerSettings, config: QAConfig) -> tuple[list[Example], bool]:
+    """Examples of a decoded JSON body and whether it was a single object (else a list)."""
     if isinstance(body, Mapping):
         return [parse_example(body, settings, config)], True
     if isinstance(body, list):
@@ -417,6 +454,120 @@ def _int_field(obj: Mapping, name: str, default: int, low: int, high: int) -> in
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise RequestError(400, f"'{name}' must be an integer from {low} to {high}, got {value!r}")
     return value
+
+
+# --- Open Inference Protocol (KServe v2) bodies ------------------------------------------------------
+# TorchServe routes POST /v2/models/<name>/infer to the handler like /predictions/<name>; the body is
+# recognised by its "inputs" key (never a field of the plain JSON API). Parsed here rather than by
+# TorchServe's kservev2 envelope, which reads only the first request of a batch (batchSize must be 1).
+
+V2_OUTPUTS = {"answer": "BYTES", "score": "FP32", "start": "INT64", "end": "INT64"}
+_V2_PARAMETERS = ("max_answer_len", "handle_impossible_answer")
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """What a v2 response needs from its request: the request id and the outputs asked for."""
+
+    id: Any = None
+    outputs: tuple[str, ...] = tuple(V2_OUTPUTS)
+
+
+def is_v2_body(body: Any) -> bool:
+    return isinstance(body, Mapping) and "inputs" in body
+
+
+def parse_v2_request(
+    body: Mapping, settings: HandlerSettings, config: QAConfig
+) -> tuple[list[Example], V2Request]:
+    """Examples of an inference request of the Open Inference Protocol: two BYTES inputs ``question`` and
+    ``context`` holding n strings each (shape ``[n]``), optional ``parameters`` ``max_answer_len`` and
+    ``handle_impossible_answer``, optional ``outputs`` (a subset of answer, score, start, end).
+
+    Example: ``{"inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": ["Who?"]},
+    {"name": "context", "datatype": "BYTES", "shape": [1], "data": ["Ada did."]}]}`` -> one example.
+    """
+    unknown = sorted(set(body) - {"id", "inputs", "outputs", "parameters"})
+    if unknown:
+        raise RequestError(400, f"unknown field(s) {unknown} in a v2 inference request")
+    inputs = body["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError(400, "'inputs' must be a non-empty list of tensors {name, datatype, shape, data}")
+    tensors: dict[str, list] = {}
+    for i, tensor in enumerate(inputs):
+        name = tensor.get("name") if isinstance(tensor, Mapping) else None
+        if name not in ("question", "context"):
+            raise RequestError(
+                400, f"inputs[{i}]: expected tensors named 'question' and 'context', got {name!r}"
+            )
+        if name in tensors:
+            raise RequestError(400, f"input {name!r} given twice")
+        if tensor.get("datatype") != "BYTES":
+            raise RequestError(400, f"input {name!r}: datatype must be BYTES, got {tensor.get('datatype')!r}")
+        data, shape = tensor.get("data"), tensor.get("shape")
+        data = _flatten(data) if isinstance(data, list) else None
+        if data is None:
+            raise RequestError(400, f"input {name!r}: 'data' must be a list of strings")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)) or (
+            math.prod(shape) != len(data)
+        ):
+            raise RequestError(400, f"input {name!r}: shape {shape!r} does not match its {len(data)} strings")
+        tensors[name] = data
+    if len(tensors) != 2:
+        raise RequestError(400, f"missing input {({'question', 'context'} - set(tensors)).pop()!r}")
+    questions, contexts = tensors["question"], tensors["context"]
+    if len(questions) != len(contexts) or not questions:
+        raise RequestError(
+            400, f"'question' and 'context' must hold the same number (>= 1) of strings, got "
+            f"{len(questions)} and {len(contexts)}",
+        )  # fmt: skip
+    if len(questions) > settings.max_examples:
+        raise RequestError(
+            413,
+            f"{len(questions)} examples in one request; the limit is {settings.max_examples} (QA_MAX_EXAMPLES)",
+        )
+    params = body.get("parameters") or {}
+    if not isinstance(params, Mapping) or set(params) - set(_V2_PARAMETERS):
+        raise RequestError(
+            400, f"'parameters' may hold {list(_V2_PARAMETERS)} (top_k > 1: use the JSON API), got {params!r}"
+        )
+    outputs = body.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
+    names = (
+        [o.get("name") if isinstance(o, Mapping) else None for o in outputs]
+        if isinstance(outputs, list)
+        else [None]
+    )
+    if not names or any(n not in V2_OUTPUTS for n in names):
+        raise RequestError(400, f"'outputs' may ask for {list(V2_OUTPUTS)}, got {outputs!r}")
+    examples = []
+    for i, (question, context) in enumerate(zip(questions, contexts)):
+        try:
+            examples.append(
+                parse_example({"question": question, "context": context, **params}, settings, config)
+            )
+        except RequestError as err:
+            raise RequestError(err.status, f"example {i}: {err}") from None
+    return examples, V2Request(body.get("id"), tuple(names))
+
+
+def _flatten(data: list) -> list:
+    """Row-major flattening of nested lists (v2 data may be given as nested lists of the tensor's shape)."""
+    return [x for item in data for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def v2_response(
+    answers: list[dict], request: V2Request, model_name: str | None, model_version: str | None
+) -> dict:
+    """An Open Inference Protocol response: one tensor per output, shape ``[n]``, in example order."""
+    n = len(answers)
+    cast = {"BYTES": str, "FP32": float, "INT64": int}
+    outputs = [
+        {"name": name, "datatype": V2_OUTPUTS[name], "shape": [n],
+         "data": [cast[V2_OUTPUTS[name]](a[name]) for a in answers]}
+        for name in request.outputs
+    ]  # fmt: skip
+    response = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
+    return {"id": request.id, **response} if request.id is not None else response
 
 
 def select_examples(

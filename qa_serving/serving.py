@@ -227,6 +227,84 @@ def _copy_model(src: Path, dest: Path) -> None:
             shutil.copy2(path, dest / path.name)
 
 
+# --- serve-time overrides -------------------------------------------------------------------------
+
+# qa-serving serve flag -> where it goes in model-config.yaml (TorchServe reads the top-level keys at load,
+# and they win over config.properties, so an override has to rewrite the archive's model-config.yaml).
+SERVE_OVERRIDES = {
+    "workers": ("minWorkers", "maxWorkers"),
+    "batch_size": ("batchSize",),
+    "max_batch_delay_ms": ("maxBatchDelay",),
+    "response_timeout_s": ("responseTimeout",),
+    "gpu_ids": ("deviceIds",),
+    "threads": ("handler", "threads"),
+    "device": ("handler", "device"),
+}
+
+
+# Override name -> the `qa-serving serve` argparse dest, where they differ.
+_OVERRIDE_FLAGS = {"response_timeout_s": "response_timeout"}
+
+
+def apply_overrides(config: dict, **overrides: object) -> dict:
+    """A copy of a model-config.yaml dict with the serve-time ``overrides`` that are not None applied.
+
+    Example: ``apply_overrides({"minWorkers": 1, "handler": {}}, workers=2, threads=1)``
+    -> ``{"minWorkers": 2, "maxWorkers": 2, "handler": {"threads": 1}}``.
+    """
+    unknown = set(overrides) - set(SERVE_OVERRIDES)
+    if unknown:
+        raise QAError(f"unknown serve override(s) {sorted(unknown)}; known: {sorted(SERVE_OVERRIDES)}")
+    config = json.loads(json.dumps(config))
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "gpu_ids":
+            if not value or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+                raise QAError(f"gpu_ids must be a non-empty list of GPU indices (e.g. 0,1), got {value!r}")
+            value = list(value)
+        elif name == "device":
+            if value not in ("auto", "cpu"):
+                raise QAError(f"device must be 'auto' or 'cpu', got {value!r}")
+        else:
+            low = 0 if name == "max_batch_delay_ms" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise QAError(f"{name} must be an integer >= {low}, got {value!r}")
+        keys = SERVE_OVERRIDES[name]
+        if keys[0] == "handler":
+            config["handler"] = {**(config.get("handler") or {}), keys[1]: value}
+        else:
+            config.update({key: value for key in keys})
+    return config
+
+
+def override_archive(src: str | Path, dest: str | Path, **overrides: object) -> Path:
+    """Copy the archive ``src`` to ``dest`` with :func:`apply_overrides` applied to its model-config.yaml.
+
+    The copy is stored uncompressed (no recompression of the weights); the source stays untouched.
+    """
+    import yaml
+
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(src) as zin:
+        manifest = json.loads(zin.read("MAR-INF/MANIFEST.json"))
+        name = manifest.get("model", {}).get("configFile")
+        if not name or name not in zin.namelist():
+            raise QAError(f"{src} has no model-config.yaml to override; rebuild it with `qa-serving archive`")
+        config = apply_overrides(yaml.safe_load(zin.read(name)) or {}, **overrides)
+        with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED, allowZip64=True) as zout:
+            for info in zin.infolist():
+                if info.filename == name:
+                    zout.writestr(name, yaml.safe_dump(config, sort_keys=False))
+                elif info.is_dir():
+                    zout.writestr(info, b"")
+                else:
+                    with zin.open(info) as fin, zout.open(info.filename, "w", force_zip64=True) as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+    return dest
+
+
 # --- server ----------------------------------------------------------------------------------------
 
 
@@ -264,6 +342,9 @@ class Server:
     pid: int
     models: list[str]
     token_auth: bool = True
+    # Size of logs/ts_log.log when this server started: the run folder's logs accumulate across starts,
+    # and a load failure logged by an earlier server must not fail this one.
+    log_offset: int = 0
 
     @property
     def inference_url(self) -> str:
@@ -299,7 +380,12 @@ class Server:
             return None
         data = json.loads(path.read_text())
         return cls(
-            Path(data["run_dir"]), Ports(**data["ports"]), data["pid"], data["models"], data["token_auth"]
+            Path(data["run_dir"]),
+            Ports(**data["ports"]),
+            data["pid"],
+            data["models"],
+            data["token_auth"],
+            data.get("log_offset", 0),
         )
 
 
@@ -383,12 +469,16 @@ def start_server(
     ports: Ports | None = None,
     token_auth: bool = True,
     timeout: float = 300,
+    overrides: dict[str, object] | None = None,
 ) -> Server:
     """Start TorchServe in the background with the archives ``models`` (names; default: every .mar in
     ``store``) and, with ``wait``, return once each has a ready worker.
 
-    Logs go to ``run_dir/logs``, the keys to ``run_dir/key_file.json``. Example:
-    ``server = start_server("model_store", models=["qa"]); ...; server.stop()``.
+    Logs go to ``run_dir/logs``, the keys to ``run_dir/key_file.json``. ``overrides`` (see
+    :data:`SERVE_OVERRIDES`: workers, batch_size, max_batch_delay_ms, response_timeout_s, gpu_ids, threads,
+    device) replace the archives' model-config.yaml values for this server: the archives are copied into
+    ``run_dir/tmp/store`` with them applied (removed at stop). Example:
+    ``server = start_server("model_store", models=["qa"], overrides={"workers": 2}); ...; server.stop()``.
     """
     store, run_dir = Path(store).resolve(), Path(run_dir).resolve()
     if not store.is_dir():
@@ -415,6 +505,13 @@ def start_server(
     _check_free(ports)
     config_file = run_dir / "config.properties"
     config_file.write_text(text)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if overrides:
+        served = run_dir / "tmp" / "store"
+        shutil.rmtree(served, ignore_errors=True)
+        for m in models:
+            override_archive(store / f"{m}.mar", served / f"{m}.mar", **overrides)
+        store = served
     cmd = [
         sys.executable,
         "-m",
@@ -440,6 +537,8 @@ def start_server(
         "METRICS_LOCATION": str(run_dir / "logs"),
     }
     env.pop("TS_CONFIG_FILE", None)
+    ts_log = run_dir / "logs" / "ts_log.log"
+    log_offset = ts_log.stat().st_size if ts_log.is_file() else 0
     with open(run_dir / "logs" / "console.log", "ab") as console:
         launcher = subprocess.run(
             cmd,
@@ -455,7 +554,7 @@ def start_server(
     pid_file = run_dir / "tmp" / ".model_server.pid"
     if launcher.returncode != 0 or not pid_file.is_file():
         raise QAError(f"TorchServe did not start (exit {launcher.returncode}):\n{_log_tail(run_dir)}")
-    server = Server(run_dir, ports, int(pid_file.read_text().strip()), models, token_auth)
+    server = Server(run_dir, ports, int(pid_file.read_text().strip()), models, token_auth, log_offset)
     server.save()
     if wait:
         try:
@@ -482,7 +581,7 @@ def wait_ready(server: Server, timeout: float = 300) -> None:
     while pending:
         if _ts_process(server.pid) is None:
             raise QAError(f"TorchServe exited during startup:\n{_log_tail(server.run_dir)}")
-        if _load_failure(server.run_dir, pending[0]):
+        if _load_failure(server.run_dir, pending[0], server.log_offset):
             raise QAError(
                 f"model {pending[0]!r} failed to load: {_worker_error(server.run_dir)}\n{_log_tail(server.run_dir)}"
             )
@@ -498,9 +597,13 @@ def wait_ready(server: Server, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def _load_failure(run_dir: Path, model: str) -> bool:
+def _load_failure(run_dir: Path, model: str, offset: int = 0) -> bool:
     log = run_dir / "logs" / "ts_log.log"
-    return log.is_file() and f"Load model failed: {model}," in log.read_text(errors="replace")
+    if not log.is_file():
+        return False
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return f"Load model failed: {model},".encode() in f.read()
 
 
 def _ts_process(pid: int):
@@ -634,6 +737,24 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--timeout", type=float, default=300, help="s to wait for the models to be ready (default: 300)"
     )
+    g = p.add_argument_group(
+        "overrides of the archives' model-config.yaml (for this server, every model; default: the archive's)"
+    )
+    g.add_argument("--workers", type=int, help="worker processes per model (minWorkers = maxWorkers)")
+    g.add_argument("--batch-size", type=int, help="requests per TorchServe batch (batchSize)")
+    g.add_argument("--max-batch-delay-ms", type=int, help="ms to wait for a batch to fill (maxBatchDelay)")
+    g.add_argument("--response-timeout", type=int, help="s per batch before the worker is killed")
+    g.add_argument(
+        "--threads", type=int, help="torch threads per worker (handler.threads; 0 = cores // workers)"
+    )
+    g.add_argument(
+        "--device", choices=["auto", "cpu"], help="auto: each worker on its own GPU (gpu_id) when CUDA works"
+    )
+    g.add_argument(
+        "--gpu-ids",
+        type=lambda text: [int(i) for i in text.split(",") if i.strip()],
+        help="GPUs the workers are spread over, e.g. 0,1 (deviceIds; default: every visible GPU)",
+    )
     p.add_argument(
         "--disable-token-auth",
         action="store_true",
@@ -697,6 +818,7 @@ def _run_serve(args) -> int:
         ports=ports,
         token_auth=not args.disable_token_auth,
         timeout=args.timeout,
+        overrides={name: getattr(args, _OVERRIDE_FLAGS.get(name, name)) for name in SERVE_OVERRIDES},
     )
     print(serve_message(server))
     return 0

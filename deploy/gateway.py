@@ -1,0 +1,264 @@
+"""The container's public port: a key check and a deadline in front of a loopback TorchServe.
+
+Why it exists (TorchServe 0.12 facts, see docs/scaling.md):
+- TorchServe generates its keys at start (``key_file.json``) and cannot take one from a secret or an env
+  var. The gateway checks ``Authorization: Bearer <key>`` against a key read from a mounted secret file
+  (``--key-file``, re-read when it changes) or ``$QA_API_KEY``, and calls TorchServe with TorchServe's
+  own inference key, renewed with its API key when it expires. TorchServe's token auth stays on.
+- When a worker process dies, TorchServe answers the batch that worker was running ("Worker died.",
+  500/507) but can drop requests it had already taken for that worker's next batch: they never get an
+  answer. The gateway gives every request a deadline and answers 504 when it passes, so a client always
+  gets an HTTP status.
+
+Only the inference API goes through: ``POST /predictions/<model>[/<version>]``, ``POST
+/v2/models/<model>[/versions/<v>]/infer`` and, without a key (for probes), ``GET /ping``. (TorchServe
+0.12 answers the v2 REST health and metadata paths with 404 outside KServe.) The management and metrics
+APIs stay on loopback.
+
+Deliberate simplifications: Python's threading HTTP server (one thread per connection; fine for a
+model server whose requests take milliseconds to seconds, not for 10k connections); bodies are read
+whole (TorchServe refuses bodies over ``max_request_size`` anyway; the gateway refuses the same size).
+
+    python deploy/gateway.py --run-dir runs/torchserve --listen 0.0.0.0:8080 --key-file /secrets/qa/key
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import http.client
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+logger = logging.getLogger("qa-gateway")
+
+PUBLIC = re.compile(r"^/ping$")
+ROUTES = [
+    ("POST", re.compile(r"^/predictions/[A-Za-z][\w\-.]*(/[\w\-.]+)?$")),
+    ("POST", re.compile(r"^/v2/models/[A-Za-z][\w\-.]*(/versions/[\w\-.]+)?/infer$")),
+]
+PASS_HEADERS = ("content-type", "x-qa-batch-size")
+MAX_BODY = 6_553_500  # TorchServe's max_request_size in model_store/config.properties
+
+
+class ClientKey:
+    """The key clients must send: a secret file (re-read when its mtime changes) or a fixed string."""
+
+    def __init__(self, path: str | None = None, value: str | None = None) -> None:
+        if path and not Path(path).is_file() and value:
+            path = None  # no secret mounted there: the env var's key
+        if not path and not value:
+            raise SystemExit("no client key: give --key-file PATH (a mounted secret) or set QA_API_KEY")
+        if path and not Path(path).is_file():
+            raise SystemExit(
+                f"no client key: {path} does not exist (mount the secret there or set QA_API_KEY)"
+            )
+        self.path, self.value, self.mtime = (Path(path) if path else None), value, None
+        self._check(self.current())  # fail at start, not at the first request
+
+    def current(self) -> str:
+        if self.path is None:
+            return self.value
+        mtime = self.path.stat().st_mtime_ns
+        if mtime != self.mtime:
+            self.value, self.mtime = self.path.read_text().strip(), mtime
+        return self.value
+
+    def _check(self, key: str) -> None:
+        if len(key) < 16:
+            raise SystemExit(f"the client key ({self.path or 'QA_API_KEY'}) is shorter than 16 characters")
+
+    def accepts(self, header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.current().encode()
+        )
+
+
+class TorchServe:
+    """The loopback TorchServe: where it listens, its keys (key_file.json in its run folder), a deadline."""
+
+    def __init__(self, run_dir: str | Path, inference: str, management: str, deadline: float) -> None:
+        self.key_file = Path(run_dir) / "key_file.json"
+        self.inference = _host_port(inference)
+        self.management = _host_port(management)
+        self.deadline = deadline
+        self.lock = threading.Lock()
+
+    def key(self, kind: str = "inference") -> str | None:
+        if not self.key_file.is_file():
+            return None  # TorchServe runs with --disable-token-auth
+        return json.loads(self.key_file.read_text())[kind]["key"]
+
+    def renew_inference_key(self, stale: str | None) -> None:
+        """Ask TorchServe for a new inference key (once, however many threads saw the old one expire)."""
+        with self.lock:
+            if self.key() != stale:
+                return  # another thread renewed it already
+            status, _, body = self._call(
+                self.management,
+                "POST",
+                "/token?type=inference",
+                b"",
+                {"Authorization": f"Bearer {self.key('API')}"},
+            )
+            if status != 200:
+                logger.error("could not renew TorchServe's inference key: %s %s", status, body[:200])
+
+    def forward(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict, bytes]:
+        for attempt in (1, 2):
+            key = self.key()
+            auth = {"Authorization": f"Bearer {key}"} if key else {}
+            status, reply_headers, reply = self._call(self.inference, method, path, body, {**headers, **auth})
+            # TorchServe 0.12 answers an expired (or wrong) key with 400 InvalidKeyException.
+            if attempt == 1 and key and status in (400, 401) and b"InvalidKeyException" in reply:
+                self.renew_inference_key(key)
+                continue
+            return status, reply_headers, reply
+        return status, reply_headers, reply
+
+    def _call(self, where, method, path, body, headers) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(*where, timeout=self.deadline)
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.removeprefix("http://").rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}).encode()
+
+
+class Gateway(BaseHTTPRequestHandler):
+    server_version = "qa-gateway"
+    protocol_version = "HTTP/1.1"
+    client_key: ClientKey | None = None  # None: no key check (--no-auth, local debugging only)
+    upstream: TorchServe
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        started = time.monotonic()
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            return self._reply(
+                413, {}, error_body(413, f"the body has {length} bytes; the limit is {MAX_BODY}")
+            )
+        body = self.rfile.read(length) if length else b""
+        if not PUBLIC.match(path):
+            if not any(m == method and r.match(path) for m, r in ROUTES):
+                return self._reply(404, {}, error_body(404, f"{method} {path} is not served here"))
+            if self.client_key is not None and not self.client_key.accepts(self.headers.get("Authorization")):
+                return self._reply(
+                    401, {"WWW-Authenticate": "Bearer"}, error_body(401, "missing or wrong API key")
+                )
+        headers = {"Content-Type": self.headers.get("Content-Type", "application/json")} if body else {}
+        try:
+            status, reply_headers, reply = self.upstream.forward(method, self.path, body, headers)
+        except TimeoutError:
+            status, reply_headers = 504, {}
+            reply = error_body(504, f"the model server did not answer within {self.upstream.deadline:.0f}s")
+        except OSError as err:  # refused, reset: TorchServe is down or restarting
+            status, reply_headers, reply = (
+                502,
+                {},
+                error_body(502, f"the model server is not reachable: {err}"),
+            )
+        self._reply(status, {k: v for k, v in reply_headers.items() if k in PASS_HEADERS}, reply)
+        logger.info("%s %s -> %d in %.0f ms", method, path, status, 1000 * (time.monotonic() - started))
+
+    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        if "content-type" not in {k.lower() for k in headers}:
+            headers = {**headers, "Content-Type": "application/json"}
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        logger.debug(format, *args)
+
+
+def make_server(listen: str, upstream: TorchServe, client_key: ClientKey | None) -> ThreadingHTTPServer:
+    """A gateway bound to ``listen`` (``host:port``); call ``serve_forever()`` (or run it in a thread)."""
+    handler = type("BoundGateway", (Gateway,), {"upstream": upstream, "client_key": client_key})
+    server = ThreadingHTTPServer(_host_port(listen), handler)
+    server.daemon_threads = True
+    return server
+
+
+def torchserve_alive(run_dir: Path) -> bool:
+    """Whether the TorchServe that ``qa-serving serve`` started from ``run_dir`` still runs (Linux /proc)."""
+    try:
+        pid = json.loads((run_dir / "server.json").read_text())["pid"]
+        return b"org.pytorch.serve.ModelServer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _watch(run_dir: Path, server: ThreadingHTTPServer, every: float = 5.0) -> None:
+    """Stop the gateway when the TorchServe of ``run_dir`` is gone, so the container restarts."""
+    while torchserve_alive(run_dir):
+        time.sleep(every)
+    logger.error("TorchServe of %s is gone; stopping the gateway", run_dir)
+    server.exit_code = 1
+    server.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--listen", default="0.0.0.0:8080", help="host:port for clients (default: 0.0.0.0:8080)")
+    p.add_argument("--run-dir", default="runs/torchserve", help="TorchServe's run folder (key_file.json)")
+    p.add_argument("--inference", default="127.0.0.1:8085", help="TorchServe's inference address")
+    p.add_argument("--management", default="127.0.0.1:8086", help="TorchServe's management address")
+    p.add_argument("--deadline", type=float, default=150.0, help="s before a request gets 504 (default: 150)")
+    p.add_argument(
+        "--key-file", default=os.environ.get("QA_API_KEY_FILE"), help="file holding the client key"
+    )
+    p.add_argument("--no-auth", action="store_true", help="accept requests without a key (debugging only)")
+    p.add_argument("--watch", action="store_true", help="exit when TorchServe exits")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = None if args.no_auth else ClientKey(args.key_file, os.environ.get("QA_API_KEY"))
+    upstream = TorchServe(args.run_dir, args.inference, args.management, args.deadline)
+    server = make_server(args.listen, upstream, key)
+    server.exit_code = 0
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    if args.watch:
+        threading.Thread(target=_watch, args=(Path(args.run_dir), server), daemon=True).start()
+    logger.info(
+        "gateway on %s -> TorchServe %s (auth %s)", args.listen, args.inference, "on" if key else "OFF"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    server.server_close()
+    return server.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
