@@ -167,9 +167,13 @@ def load_data(cfg: TrainConfig):
     return train, evals, source
 
 
-def build_model_and_tokenizer(cfg: TrainConfig, train_dataset):
-    """The model to train and its tokenizer (local or hub checkpoint, frozen-encoder head, or scratch)."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str | None = None):
+    """The model to train and its tokenizer (local or hub checkpoint, frozen-encoder head, or scratch).
+
+    ``checkpoint``: the checkpoint a ``--resume`` run continues from; a scratch model is then built
+    with that checkpoint's config, so the weights fit even if the size presets changed meanwhile.
+    """
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     out = Path(cfg.output_dir)
     if cfg.from_scratch:
@@ -182,6 +186,8 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset):
             tokenizer = _from_rank0(
                 lambda: train_wordpiece_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=512)
             )
+        if checkpoint is not None:
+            return AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(checkpoint)), tokenizer
         return scratch_model(tokenizer, cfg.from_scratch, seed=cfg.seed), tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model, use_fast=True)
@@ -300,7 +306,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     _ = args.device  # under torchrun/accelerate: joins the process group now (_from_rank0 needs it)
     train_ds, eval_ds, source = load_data(cfg)
-    model, tokenizer = build_model_and_tokenizer(cfg, train_ds)
+    model, tokenizer = build_model_and_tokenizer(cfg, train_ds, checkpoint)
     qa_config = cfg.qa_config()
     features = prepare_features(
         tokenizer, train_ds["question"], train_ds["context"], qa_config, answers=train_ds["answers"]
