@@ -97,6 +97,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--metric", default="auto", choices=["auto", "squad", "squad_v2", "korquad"])
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate the first N questions only")
     p.add_argument("--predictions-out", default=None, help="write {id: answer} JSON here (official format)")
+    p.add_argument("--na-probs-out", default=None,
+                   help="SQuAD v2: write {id: null score - best span score} JSON here, for the official "
+                        "script's --na-prob-file (with --na-prob-thresh set to the model's threshold)")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -111,6 +114,10 @@ def _run_evaluate(args) -> int:
     result = evaluate(backend, tokenizer, data, config, args.metric, args.eval_file, progress=True)
     if args.predictions_out:
         Path(args.predictions_out).write_text(json.dumps(result.predictions, ensure_ascii=False, indent=1))
+    if args.na_probs_out:
+        if not result.na_probs:
+            raise QAError("--na-probs-out needs a SQuAD v2 model (trained with --version-2)")
+        Path(args.na_probs_out).write_text(json.dumps(result.na_probs, indent=1))
     print(json.dumps(result.metrics, indent=2))
     return 0
 

@@ -191,8 +191,11 @@ def label_positions(features: Features, answers: Sequence[dict]) -> tuple[np.nda
         ans = answers[features.example_index[i]]
         if not ans["answer_start"]:
             continue
-        start_char = int(ans["answer_start"][0])
-        end_char = start_char + len(ans["text"][0])
+        text = ans["text"][0]
+        # Outer whitespace belongs to no token: without this, a gold "word " would be labelled up to the
+        # end of the next word (one real KorQuAD answer ends with a space).
+        start_char = int(ans["answer_start"][0]) + len(text) - len(text.lstrip())
+        end_char = start_char + len(text.strip())
         offs = features.offsets[i]
         ctx = np.flatnonzero(offs[:, 0] != NO_OFFSET)
         if ctx.size == 0 or offs[ctx[0], 0] > start_char or offs[ctx[-1], 1] < end_char:

@@ -1,0 +1,64 @@
+# Shared by the recipes in this folder (sourced, not run). Every step is a `qa-serving` command or a
+# call of a qa_serving function: the recipes hold no logic of their own beyond choosing flags.
+#
+# Environment (all optional):
+#   SHARED      folder with data/ and eval/ (default: $QA_SHARED_DIR, else ../shared)
+#   OUT         where the run goes (each recipe has its own default under runs/)
+#   SMOKE=1     tiny end-to-end run (a few dozen questions, one short epoch) to check the plumbing
+#   BUDGET      training time limit in minutes (--budget-minutes); the run then evaluates and saves
+#   FRESH=1     start over instead of resuming from the last checkpoint in $OUT/model
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+[ -d .venv ] && . .venv/bin/activate
+export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 PYTHONUTF8=1  # UTF-8 files whatever the locale
+SHARED=${SHARED:-${QA_SHARED_DIR:-../shared}}
+SPLIT_FLAGS=(--eval-fraction 0.2 --split-seed 0)  # the fixed article split (what train does by default)
+
+need_shared() {  # file...
+  for f in "$@"; do
+    [ -f "$SHARED/$f" ] || { echo "missing $SHARED/$f (set SHARED or QA_SHARED_DIR)" >&2; exit 2; }
+  done
+}
+
+# write_eval_split DATA OUT_JSON VERSION [MAX_QUESTIONS]
+# The held-out articles of DATA, split exactly as `qa-serving train --train-file DATA` splits them
+# (split_by_article, 20% of the articles, seed 0), in the official nested format for the official
+# scripts; with MAX_QUESTIONS, only the first N questions (what --max-eval-samples evaluates).
+write_eval_split() {
+  python - "$@" <<'PY'
+import sys
+from qa_serving.data import load_examples, save_squad_json, split_by_article
+
+data, out, version = sys.argv[1:4]
+limit = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
+_, held_out = split_by_article(load_examples(data), eval_fraction=0.2, seed=0)
+if limit:
+    held_out = held_out.select(range(min(limit, len(held_out))))
+titles = list(dict.fromkeys(held_out["title"]))
+save_squad_json(held_out, out, version=version)
+print(f"eval split: {len(held_out)} questions from {len(titles)} held-out articles -> {out}")
+print("  articles: " + ", ".join(titles))
+PY
+}
+
+# headline JSON_FILE[:KEY] NAME... : "NAME value, ..." from a JSON object (or its member KEY)
+headline() {
+  python - "$@" <<'PY'
+import json, sys
+
+path, _, key = sys.argv[1].partition(":")
+d = json.load(open(path))
+d = d[key] if key else d
+print(", ".join(f"{k} {d[k]:.2f}" if isinstance(d[k], float) else f"{k} {d[k]}" for k in sys.argv[2:] if k in d))
+PY
+}
+
+# train LOG FLAGS... : `qa-serving train FLAGS`, full output in LOG, the [eval] lines on the terminal
+train() {
+  local log=$1; shift
+  set +e
+  qa-serving train "$@" 2>&1 | tee "$log" | grep --line-buffered -E "^\[eval\]|^error"
+  local status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" != 0 ]; then echo "training failed (exit $status), see $log" >&2; tail -5 "$log" >&2; exit 1; fi
+}
