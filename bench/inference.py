@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     goals = targets(rows, batch_sizes, quality)
     sections = [what, table, "Targets (CPU):\n" + "\n".join(goals), machine_markdown(info)]
     results_dir = Path(args.results_dir)
-    plot_labels = [r["label"].replace("pipeline(", "").replace("), ", ") ") for r in rows]
+    plot_labels = [r["label"].replace('pipeline("question-answering")', "stock pipeline") for r in rows]
     save_bar_plot(
         results_dir / f"{args.name}-throughput.png",
         plot_labels,
