@@ -25,6 +25,7 @@ from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
 from qa_serving.synthetic import generate_squad, write_squad
 
 QA_CONFIG = QAConfig(max_length=64, doc_stride=24, max_question_len=20, batch_size=16)
+RANDOM_MODEL_F1_DROP = 50.0  # see the `exported` fixture
 
 
 def _texts(squad: dict) -> list[str]:
@@ -50,10 +51,16 @@ def eval_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, eval_file, tmp_path_factory):
-    """fp32 + O2 + int8 (auto) export and its parity report, shared by the tests below."""
+    """fp32 + O2 + int8 (auto) export and its parity report, shared by the tests below.
+
+    The model is random, so its int8 F1 on 45 questions is noise (one changed answer moves F1 by up to
+    2.2 points, and the int8 kernels differ between CPUs: CI failed here once with the default 1-point
+    threshold). The F1-drop rule itself is tested on a controlled backend in
+    ``test_rules_fail_on_logit_drift_and_f1_drop`` and through the CLI below.
+    """
     out = tmp_path_factory.mktemp("onnx") / "out"
     result = export_onnx(tiny_model_dir, out, optimize="O2", quantize="auto")
-    report = check_export(tiny_model_dir, result, eval_file=eval_file)
+    report = check_export(tiny_model_dir, result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP)
     return result, report
 
 
@@ -73,7 +80,9 @@ def test_layout_each_variant_is_a_complete_model_folder(exported):
         assert {"config.json", "tokenizer.json", "qa_config.json"} <= names
         assert len([n for n in names if n.endswith(".onnx")]) == 1
         assert QAConfig.from_model_dir(folder) == QA_CONFIG
-    assert json.loads((result.output_dir / "parity.json").read_text())["passed"] is True
+    saved = json.loads((result.output_dir / "parity.json").read_text())
+    assert saved["passed"] is True and saved["max_f1_drop"] == RANDOM_MODEL_F1_DROP
+    assert [row["variant"] for row in saved["rows"]] == ["pytorch", "fp32", "O2", "int8"]
 
 
 def test_fp32_loads_with_optimum_dynamic_axes_and_logit_parity(exported):
