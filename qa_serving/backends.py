@@ -165,8 +165,27 @@ def load_model(path: str | Path, backend: str = "auto", device: str | None = Non
         raise QAError(f"could not load a question-answering model from {path!r}: {err}") from err
 
 
-def make_backend(model, device: str | None = None, dtype: str = "fp32"):
-    """Wrap a loaded model (torch module or Optimum ORT model) as a backend callable."""
+def model_dtype(model) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: what a loaded model computes in (ONNX Runtime models: fp32).
+
+    So a model the caller already cast (``dtype=torch.bfloat16`` in ``pipeline()``) is not cast back.
+    """
+    if hasattr(model, "session"):
+        return "fp32"
+    try:
+        name = str(next(model.parameters()).dtype)
+    except (StopIteration, AttributeError):
+        return "fp32"
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(name, "fp32")
+
+
+def make_backend(model, device: str | None = None, dtype: str | None = "fp32"):
+    """Wrap a loaded model (torch module or Optimum ORT model) as a backend callable.
+
+    ``dtype=None`` keeps the model's own dtype (:func:`model_dtype`).
+    """
+    if dtype is None:
+        dtype = model_dtype(model)
     if hasattr(model, "session") and hasattr(model.session, "get_providers"):
         if dtype != "fp32":
             raise QAError("dtype applies to the torch backend; export with --optimize O4 for fp16 ONNX")

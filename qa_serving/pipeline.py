@@ -45,8 +45,21 @@ class QAModelLoader:
     """``from_pretrained`` that returns a torch or ONNX Runtime span model, for ``pipeline(model=path)``."""
 
     @classmethod
-    def from_pretrained(cls, path, backend: str = "auto", device: str | None = None, **_: Any):
-        return load_model(path, backend=backend, device=device)
+    def from_pretrained(
+        cls, path, backend: str = "auto", device: str | None = None, dtype=None, torch_dtype=None, **_: Any
+    ):
+        """``dtype``/``torch_dtype`` (``pipeline(..., dtype=torch.bfloat16)``) cast a PyTorch model."""
+        model = load_model(path, backend=backend, device=device)
+        wanted = dtype if dtype is not None else torch_dtype
+        if wanted is None or wanted == "auto" or hasattr(model, "session"):
+            return model
+        import torch
+
+        if isinstance(wanted, str):
+            wanted = getattr(torch, wanted, None)
+        if not isinstance(wanted, torch.dtype):
+            raise QAError(f"dtype must be a torch dtype such as torch.bfloat16, got {dtype or torch_dtype!r}")
+        return model.to(wanted)
 
 
 def _model_dir(model) -> str | None:
@@ -60,7 +73,11 @@ def _model_dir(model) -> str | None:
 class CustomQAPipeline(Pipeline):
     """Extractive QA over :mod:`qa_serving` (see the module docstring)."""
 
-    def __init__(self, *args, qa_config: QAConfig | None = None, dtype_backend: str = "fp32", **kwargs) -> None:
+    def __init__(
+        self, *args, qa_config: QAConfig | None = None, dtype_backend: str | None = None, **kwargs
+    ) -> None:
+        """``dtype_backend``: ``"fp32"``/``"bf16"``/``"fp16"`` to cast the PyTorch model; by default the
+        model keeps its dtype (``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16)."""
         super().__init__(*args, **kwargs)
         if self.tokenizer is None or not getattr(self.tokenizer, "is_fast", False):
             raise QAError("custom-qa needs a fast tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")

@@ -263,6 +263,27 @@ def test_pipeline_from_folder_without_qa_config_uses_defaults(model_dir):
     assert qa.qa_config == QAConfig()
 
 
+def test_bf16_is_kept_not_cast_back(model_dir, tiny_model, tiny_tokenizer, examples):
+    """`dtype=torch.bfloat16` (the stock way) runs bf16; a model already in bf16 stays bf16."""
+    import torch
+
+    qs, cs = [e.question for e in examples], [e.context for e in examples]
+    fp32 = transformers.pipeline("custom-qa", model=str(model_dir))
+    bf16 = transformers.pipeline("custom-qa", model=str(model_dir), dtype=torch.bfloat16)
+    assert fp32.backend.dtype == "fp32" and bf16.backend.dtype == "bf16"
+    assert next(bf16.backend.model.parameters()).dtype == torch.bfloat16
+    spans32 = [_span(a) for a in fp32(question=qs, context=cs)]
+    spans16 = [_span(a) for a in bf16(question=qs, context=cs)]
+    assert len(spans16) == len(spans32)  # bf16 logits differ slightly; answers are not compared exactly
+    import copy
+
+    in_bf16 = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    cast = transformers.pipeline("custom-qa", model=in_bf16, tokenizer=tiny_tokenizer)
+    assert cast.backend.dtype == "bf16"
+    forced = transformers.pipeline("custom-qa", model=str(model_dir), dtype_backend="bf16")
+    assert forced.backend.dtype == "bf16"
+
+
 def test_pipeline_from_onnx_export_matches_torch(model_dir, tiny_model, tiny_tokenizer, examples, tmp_path):
     pytest.importorskip("optimum.onnxruntime")
     from optimum.exporters.onnx import main_export
