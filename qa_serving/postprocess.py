@@ -70,10 +70,11 @@ def window_candidates(
     starts = np.argsort(start_logits)[-1 : -n_best_size - 1 : -1]
     ends = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1]
     in_context = offsets[:, 0] != NO_OFFSET
-    s, e = np.meshgrid(starts, ends, indexing="ij")
-    length = e - s + 1
-    ok = in_context[s] & in_context[e] & (length >= 1) & (length <= max_answer_len)
-    s, e = s[ok], e[ok]
+    starts, ends = starts[in_context[starts]], ends[in_context[ends]]
+    # (start rank, end rank) grid by broadcasting; np.nonzero walks it row-major: the reference's order.
+    length = ends[None, :] - starts[:, None] + 1
+    si, ei = np.nonzero((length >= 1) & (length <= max_answer_len))
+    s, e = starts[si], ends[ei]
     return s, e, start_logits[s] + end_logits[e]
 
 
@@ -115,11 +116,10 @@ def postprocess_example(
     # Stable sort keeps the reference's tie order (window, start rank, end rank, then null);
     # Candidate objects are made for the kept n-best only.
     order = np.argsort(-scores, kind="stable")[:n_best_size]
-    nbest = [
-        null if i == n_spans else Candidate(float(scores[i]), float(s_logit[i]), float(e_logit[i]),
-                                            int(c_start[i]), int(c_end[i]))
-        for i in order
-    ]
+    kept = order[order != n_spans]
+    columns = (scores[kept], s_logit[kept], e_logit[kept], c_start[kept], c_end[kept])
+    spans_iter = (Candidate(*values) for values in zip(*(column.tolist() for column in columns)))
+    nbest = [null if i == n_spans else next(spans_iter) for i in order.tolist()]
     if version_2 and not any(c.is_null for c in nbest):
         nbest.append(null)
 
