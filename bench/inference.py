@@ -66,6 +66,7 @@ class Variant:
     pipeline: str  # question-answering | custom-qa
     backend: str  # torch | onnx
     onnx: str | None = None  # fp32 | O2 | int8
+    dtype: str = "fp32"  # torch variants: fp32 | bf16 (bf16 needs a CPU with avx512_bf16/AMX to pay off)
 
 
 VARIANTS = (
@@ -74,6 +75,8 @@ VARIANTS = (
     Variant("onnx-fp32", "custom-qa, ONNX fp32", "custom-qa", "onnx", "fp32"),
     Variant("onnx-o2", "custom-qa, ONNX O2", "custom-qa", "onnx", "O2"),
     Variant("onnx-int8", "custom-qa, ONNX int8", "custom-qa", "onnx", "int8"),
+    Variant("stock-bf16", 'pipeline("question-answering"), PyTorch bf16', "question-answering", "torch", None, "bf16"),
+    Variant("torch-bf16", "custom-qa, PyTorch bf16", "custom-qa", "torch", None, "bf16"),
 )
 BY_KEY = {v.key: v for v in VARIANTS}
 SETTINGS = {"max_seq_len": 384, "doc_stride": 128, "max_question_len": 64, "max_answer_len": 30}
@@ -101,6 +104,10 @@ def load_variant(variant: Variant, model_dir: Path, onnx_dirs: dict[str, Path], 
         return pipeline("custom-qa", model=model, tokenizer=tokenizer), ort_device
     tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    if variant.dtype == "bf16":
+        import torch
+
+        model = model.to(torch.bfloat16)
     torch_device = device if device.startswith("cuda") else -1
     return pipeline(variant.pipeline, model=model, tokenizer=tokenizer, device=torch_device), device
 
@@ -345,6 +352,14 @@ def targets(rows: list[dict[str, Any]], batch_sizes: list[int], quality: bool) -
             verdict = "met" if int8 >= TARGET_INT8 else "NOT met"
             lines.append(
                 f"- ONNX int8 >= {TARGET_INT8:g}x stock q/s at batch {bs}: **{verdict}** ({int8:.2f}x)"
+            )
+    for bs in batch_sizes:
+        bf16 = {k: by_key.get(k, {}).get(f"x_stock_b{bs}") for k in ("torch-bf16", "stock-bf16")}
+        if bf16["torch-bf16"] is not None:
+            stock_bf16 = "" if bf16["stock-bf16"] is None else f"; the stock pipeline in bf16: {bf16['stock-bf16']:.2f}x"
+            lines.append(
+                f"- (no target) custom-qa PyTorch bf16 at batch {bs}: {bf16['torch-bf16']:.2f}x stock fp32 q/s"
+                + stock_bf16
             )
     drop = by_key.get("onnx-int8", {}).get("f1_drop")
     if drop is not None:
