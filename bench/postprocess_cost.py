@@ -42,58 +42,16 @@ from bench.common import (
     usable_cpus,
     write_report,
 )
+from bench.reference_postprocess import reference_postprocess
 
 TARGET_SHARE = 0.05
 
 
 def double_loop_postprocess(
-    features: list[tuple[np.ndarray, np.ndarray, list]],
-    context: str,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
+    features: list[tuple[np.ndarray, np.ndarray, list]], context: str, n_best_size: int, max_answer_length: int
 ) -> str:
-    """The reference loop for one example (SQuAD v1.1: no null answer), returning the answer text.
-
-    ``features``: ``(start_logits, end_logits, offset_mapping)`` per window, ``None`` offsets outside
-    the context. Transcribed from ``utils_qa.postprocess_qa_predictions``.
-    """
-    prelim_predictions = []
-    for start_logits, end_logits, offset_mapping in features:
-        start_indexes = np.argsort(start_logits)[-1 : -n_best_size - 1 : -1].tolist()
-        end_indexes = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1].tolist()
-        for start_index in start_indexes:
-            for end_index in end_indexes:
-                if (
-                    start_index >= len(offset_mapping)
-                    or end_index >= len(offset_mapping)
-                    or offset_mapping[start_index] is None
-                    or len(offset_mapping[start_index]) < 2
-                    or offset_mapping[end_index] is None
-                    or len(offset_mapping[end_index]) < 2
-                ):
-                    continue
-                if end_index < start_index or end_index - start_index + 1 > max_answer_length:
-                    continue
-                prelim_predictions.append(
-                    {
-                        "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
-                        "score": start_logits[start_index] + end_logits[end_index],
-                        "start_logit": start_logits[start_index],
-                        "end_logit": end_logits[end_index],
-                    }
-                )
-    predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
-    for pred in predictions:
-        offsets = pred["offsets"]
-        pred["text"] = context[offsets[0] : offsets[1]]
-    if len(predictions) == 0 or (len(predictions) == 1 and predictions[0]["text"] == ""):
-        predictions.insert(0, {"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "score": 0.0})
-    scores = np.array([pred["score"] for pred in predictions])
-    exp_scores = np.exp(scores - np.max(scores))
-    probs = exp_scores / exp_scores.sum()
-    for prob, pred in zip(probs, predictions):
-        pred["probability"] = prob
-    return predictions[0]["text"]
+    """The reference loop's answer text for one example (SQuAD v1.1: no null answer)."""
+    return reference_postprocess(features, context, n_best_size, max_answer_length, False, 0.0)[0]
 
 
 def loop_inputs(features, starts, ends, offsets, n_examples: int) -> list[list[tuple]]:
