@@ -1,6 +1,9 @@
 """Group windows into padded model batches.
 
-Windows are sorted by length so each batch pads only to its own longest window (dynamic padding);
+Windows are sorted by length so each batch pads only to its own longest window (dynamic padding), and a
+batch is closed early when the next window would be mostly padding (``max_padding``): on CPU a padded
+token costs as much as a real one, so one long window in a batch of short ones made whole batches 2x
+slower (measured: TorchServe with batchSize 8 served half the questions/s of batchSize 1).
 ``pad_to`` pads every batch to one fixed length instead, for fixed-shape backends.
 """
 
@@ -54,13 +57,46 @@ def make_batch(features: Features, indices: np.ndarray, pad_to: int | None = Non
     return Batch(indices=np.asarray(indices), inputs=inputs)
 
 
+def plan_batches(
+    lengths: np.ndarray, batch_size: int, max_padding: float = 1.0, sort_by_length: bool = True
+) -> list[np.ndarray]:
+    """Window indices per batch: at most ``batch_size`` each, longest first when sorting.
+
+    With sorting, a window shorter than ``(1 - max_padding)`` x its batch's longest window starts a new
+    batch. Example: lengths ``[384, 380, 200, 190, 100]``, batch 4, max_padding 0.25 ->
+    ``[[0, 1], [2, 3], [4]]``; with max_padding 1 -> ``[[0, 1, 2, 3], [4]]``.
+    """
+    lengths = np.asarray(lengths)
+    if not sort_by_length:
+        order = np.arange(len(lengths))
+        return [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    order = np.argsort(-lengths, kind="stable")
+    groups: list[np.ndarray] = []
+    lo, floor = 0, 0.0
+    for pos, idx in enumerate(order.tolist()):
+        if pos > lo and (pos - lo == batch_size or lengths[idx] < floor):
+            groups.append(order[lo:pos])
+            lo = pos
+        if pos == lo:
+            floor = (1.0 - max_padding) * lengths[idx]
+    if len(order):
+        groups.append(order[lo:])
+    return groups
+
+
 def iter_batches(
-    features: Features, batch_size: int, pad_to: int | None = None, sort_by_length: bool = True
+    features: Features,
+    batch_size: int,
+    pad_to: int | None = None,
+    sort_by_length: bool = True,
+    max_padding: float = 1.0,
 ) -> Iterator[Batch]:
-    """Yield padded batches covering every window once (longest first when sorting)."""
-    order = np.argsort(-features.lengths, kind="stable") if sort_by_length else np.arange(len(features))
-    for lo in range(0, len(order), batch_size):
-        yield make_batch(features, order[lo : lo + batch_size], pad_to)
+    """Yield padded batches covering every window once (see :func:`plan_batches`).
+
+    ``pad_to`` (fixed shapes) pads every batch to that length, so ``max_padding`` is not applied.
+    """
+    for indices in plan_batches(features.lengths, batch_size, 1.0 if pad_to else max_padding, sort_by_length):
+        yield make_batch(features, indices, pad_to)
 
 
 def unpad_logits(logits: np.ndarray, batch: Batch, features: Features) -> list[np.ndarray]:

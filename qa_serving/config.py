@@ -37,6 +37,13 @@ class QAConfig:
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_length (fixed-shape backends)."}
     )
+    max_padding: float = field(
+        default=0.25,
+        metadata={
+            "help": "Dynamic padding: a window shorter than (1 - this) x the longest of its batch starts a new "
+            "batch, so padding is at most this share of a row (1: always fill batch_size)."
+        },
+    )
 
     def __post_init__(self) -> None:
         ints = ("max_length", "doc_stride", "max_question_len", "n_best_size", "max_answer_len", "batch_size")
@@ -44,6 +51,8 @@ class QAConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise QAError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.max_padding, bool) or not 0.0 <= self.max_padding <= 1.0:
+            raise QAError(f"max_padding must be between 0 and 1, got {self.max_padding!r}")
         if self.doc_stride >= self.max_length:
             raise QAError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
         if self.max_question_len >= self.max_length - 4:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .batching import iter_batches, unpad_logits
+from .batching import make_batch, plan_batches, unpad_logits
 from .config import QAConfig
 from .postprocess import Prediction, postprocess
 from .windowing import Features, prepare_features
@@ -26,9 +26,9 @@ def window_logits(
     starts: list[np.ndarray | None] = [None] * len(features)
     ends: list[np.ndarray | None] = [None] * len(features)
     pad_to = config.max_length if config.pad_to_max_length else None
-    batches = iter_batches(features, config.batch_size, pad_to=pad_to)
-    total = -(-len(features) // config.batch_size)
-    for batch in tqdm(batches, total=total, desc="windows", unit="batch", disable=not progress):
+    groups = plan_batches(features.lengths, config.batch_size, 1.0 if pad_to else config.max_padding)
+    batches = (make_batch(features, indices, pad_to) for indices in groups)
+    for batch in tqdm(batches, total=len(groups), desc="windows", unit="batch", disable=not progress):
         start, end = backend(batch.inputs)
         for i, s, e in zip(batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)):
             starts[i], ends[i] = s, e

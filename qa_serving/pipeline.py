@@ -35,6 +35,7 @@ _ARG_TO_FIELD = {
     "max_answer_len": "max_answer_len",
     "handle_impossible_answer": "version_2",
     "batch_size": "batch_size",
+    "max_padding": "max_padding",
     "align_to_words": "align_to_words",
     "n_best_size": "n_best_size",
     "null_score_diff_threshold": "null_score_diff_threshold",

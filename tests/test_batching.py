@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from qa_serving.backends import TorchBackend
-from qa_serving.batching import iter_batches, make_batch, pad_rows, unpad_logits
+from qa_serving.batching import iter_batches, make_batch, pad_rows, plan_batches, unpad_logits
 from qa_serving.config import QAConfig
+from qa_serving.errors import QAError
 from qa_serving.inference import window_logits
 from qa_serving.windowing import prepare_features
 
@@ -61,6 +62,39 @@ def test_dynamic_padding_sorted_longest_first_every_window_once(features):
     assert batches[0].seq_len > batches[-1].seq_len
 
 
+def _lists(groups):
+    return [g.tolist() for g in groups]
+
+
+def test_plan_batches_closes_a_batch_before_it_is_mostly_padding():
+    lengths = np.array([100, 384, 190, 380, 200])
+    assert _lists(plan_batches(lengths, 4, max_padding=0.25)) == [[1, 3], [4, 2], [0]]
+    assert _lists(plan_batches(lengths, 4, max_padding=1.0)) == [[1, 3, 4, 2], [0]]
+    assert _lists(plan_batches(lengths, 2, max_padding=1.0)) == [[1, 3], [4, 2], [0]]
+    assert _lists(plan_batches(lengths, 4, max_padding=0.0)) == [[1], [3], [4], [2], [0]]
+    assert _lists(plan_batches(lengths, 4, 0.25, sort_by_length=False)) == [[0, 1, 2, 3], [4]]
+    assert plan_batches(np.array([], dtype=np.int64), 4, 0.25) == []
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lengths = rng.integers(5, 400, size=int(rng.integers(1, 60)))
+        size, tol = int(rng.integers(1, 9)), float(rng.uniform(0, 1))
+        groups = plan_batches(lengths, size, max_padding=tol)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+        for g in groups:
+            assert 1 <= len(g) <= size
+            assert lengths[g].min() >= (1 - tol) * lengths[g].max()
+
+
+def test_max_padding_applies_to_dynamic_padding_only(features):
+    capped = list(iter_batches(features, batch_size=64, max_padding=0.1))
+    assert len(capped) > 1
+    for batch in capped:
+        assert features.lengths[batch.indices].min() >= 0.9 * batch.seq_len
+        _check_rows(batch, features)
+    fixed = list(iter_batches(features, batch_size=64, pad_to=CONFIG.max_length, max_padding=0.1))
+    assert len(fixed) == -(-len(features) // 64)
+
+
 def test_unsorted_batches_keep_window_order(features):
     order = np.concatenate([b.indices for b in iter_batches(features, 4, sort_by_length=False)])
     np.testing.assert_array_equal(order, np.arange(len(features)))
@@ -104,3 +138,9 @@ def test_batched_logits_equal_one_window_at_a_time(tiny_tokenizer, tiny_model, q
             )
             np.testing.assert_allclose(starts[i], out.start_logits[0].numpy(), atol=1e-5)
             np.testing.assert_allclose(ends[i], out.end_logits[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True])
+def test_max_padding_must_be_a_share(bad):
+    with pytest.raises(QAError, match="max_padding"):
+        QAConfig(max_padding=bad)
