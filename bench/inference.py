@@ -1,5 +1,7 @@
 """In-process inference: stock ``pipeline("question-answering")`` vs ``pipeline("custom-qa")`` on PyTorch,
-ONNX fp32, ONNX O2 and ONNX int8, same model, same questions, same settings.
+ONNX fp32, ONNX O2 and ONNX int8, same model, same questions, same settings; plus both pipelines on
+PyTorch bf16 (the model cast with ``.to(torch.bfloat16)``), since bf16 is what pays off on CPUs with
+avx512_bf16/AMX. Ratios are against the stock pipeline in fp32 (its default).
 
 Each variant lives in its own Python process (so peak memory is the variant's own), loaded and warmed up
 once. The questions are then split into chunks of ``--chunk``; on each chunk every variant takes its turn
