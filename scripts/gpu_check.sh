@@ -3,7 +3,7 @@
 # the real SQuAD v1.1 / v2.0 subsets at max_length 384 / stride 128 in bf16, full and --freeze-encoder,
 # then the handler-free inference path on CUDA (torch fp16 / bf16). Results land in $OUT (or ./gpu_out).
 #
-# Expects (carried beside the repo, see docs/gpu.md): .whl/ wheels of the pinned stack for the device's
+# Expects (made by scripts/gpu_prepare.sh, carried with the run; docs/real-data.md "GPU"): .whl/ wheels of the pinned stack for the device's
 # Python, .gpu/minilm (the encoder, fp16 to fit the transfer limit), .gpu/data/*.json.gz (../shared data).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
