@@ -58,6 +58,13 @@ def add_parser(subparsers) -> None:
         "given without a value) or for a named instruction set (default: none)",
     )
     p.add_argument(
+        "--per-channel",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="int8 weight scales per output channel (default; --no-per-channel: one per tensor, which "
+        "cost a fine-tuned MiniLM 2.5 F1 points where per channel cost 0.4)",
+    )
+    p.add_argument(
         "--device",
         choices=["cpu", "cuda"],
         default="cpu",
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             quantize=args.quantize,
             device=args.device,
             overwrite=args.overwrite,
+            per_channel=args.per_channel,
         )
     except ImportError as err:  # optimum / onnxruntime missing: say what to install
         raise QAError(str(err)) from err

