@@ -58,18 +58,25 @@ def make_batch(features: Features, indices: np.ndarray, pad_to: int | None = Non
 
 
 def plan_batches(
-    lengths: np.ndarray, batch_size: int, max_padding: float = 1.0, sort_by_length: bool = True
+    lengths: np.ndarray,
+    batch_size: int,
+    max_padding: float = 1.0,
+    sort_by_length: bool = True,
+    fixed_shape: bool = False,
 ) -> list[np.ndarray]:
     """Window indices per batch: at most ``batch_size`` each, longest first when sorting.
 
     With sorting, a window shorter than ``(1 - max_padding)`` x its batch's longest window starts a new
-    batch. Example: lengths ``[384, 380, 200, 190, 100]``, batch 4, max_padding 0.25 ->
+    batch; not with ``fixed_shape`` (every batch is padded to one length anyway, so only full batches
+    pay). Example: lengths ``[384, 380, 200, 190, 100]``, batch 4, max_padding 0.25 ->
     ``[[0, 1], [2, 3], [4]]``; with max_padding 1 -> ``[[0, 1, 2, 3], [4]]``.
     """
     lengths = np.asarray(lengths)
     if not sort_by_length:
         order = np.arange(len(lengths))
         return [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    if fixed_shape:
+        max_padding = 1.0
     order = np.argsort(-lengths, kind="stable")
     groups: list[np.ndarray] = []
     lo, floor = 0, 0.0
@@ -95,7 +102,7 @@ def iter_batches(
 
     ``pad_to`` (fixed shapes) pads every batch to that length, so ``max_padding`` is not applied.
     """
-    for indices in plan_batches(features.lengths, batch_size, 1.0 if pad_to else max_padding, sort_by_length):
+    for indices in plan_batches(features.lengths, batch_size, max_padding, sort_by_length, pad_to is not None):
         yield make_batch(features, indices, pad_to)
 
 

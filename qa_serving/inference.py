@@ -26,7 +26,8 @@ def window_logits(
     starts: list[np.ndarray | None] = [None] * len(features)
     ends: list[np.ndarray | None] = [None] * len(features)
     pad_to = config.max_length if config.pad_to_max_length else None
-    groups = plan_batches(features.lengths, config.batch_size, 1.0 if pad_to else config.max_padding)
+    fixed = pad_to is not None
+    groups = plan_batches(features.lengths, config.batch_size, config.max_padding, fixed_shape=fixed)
     batches = (make_batch(features, indices, pad_to) for indices in groups)
     for batch in tqdm(batches, total=len(groups), desc="windows", unit="batch", disable=not progress):
         start, end = backend(batch.inputs)

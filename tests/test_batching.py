@@ -72,6 +72,7 @@ def test_plan_batches_closes_a_batch_before_it_is_mostly_padding():
     assert _lists(plan_batches(lengths, 4, max_padding=1.0)) == [[1, 3, 4, 2], [0]]
     assert _lists(plan_batches(lengths, 2, max_padding=1.0)) == [[1, 3], [4, 2], [0]]
     assert _lists(plan_batches(lengths, 4, max_padding=0.0)) == [[1], [3], [4], [2], [0]]
+    assert _lists(plan_batches(lengths, 4, max_padding=0.25, fixed_shape=True)) == [[1, 3, 4, 2], [0]]
     assert _lists(plan_batches(lengths, 4, 0.25, sort_by_length=False)) == [[0, 1, 2, 3], [4]]
     assert plan_batches(np.array([], dtype=np.int64), 4, 0.25) == []
     rng = np.random.default_rng(0)
