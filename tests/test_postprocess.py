@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from qa_serving.postprocess import postprocess, postprocess_example, window_candidates
 from bench.reference_postprocess import reference_postprocess
+from qa_serving.postprocess import postprocess, postprocess_example, window_candidates
 from qa_serving.windowing import NO_OFFSET
 
 # --- random windows -----------------------------------------------------------------------------------
