@@ -1,8 +1,11 @@
 """Model backends: padded numpy batch in, ``(start_logits, end_logits)`` numpy float32 out.
 
-The choice (PyTorch or ONNX Runtime, CPU or CUDA, fp32/fp16/bf16) happens once, at load time; the
-callers (pipeline, evaluation, handler, exporter parity check) only call the backend.
-Optional dependencies (optimum, onnxruntime) are imported lazily with an actionable error.
+The choice (PyTorch, ONNX Runtime or OpenVINO; CPU or CUDA; fp32/fp16/bf16) happens once, at load time;
+the callers (pipeline, evaluation, handler, exporter parity check) only call the backend.
+Optional dependencies (optimum, onnxruntime, optimum-intel/openvino) are imported lazily with an
+actionable error. ``dtype="auto"`` resolves through :func:`qa_serving.hardware.resolve_precision`
+(bf16 where the CPU has avx512_bf16/AMX, fp32 elsewhere) and logs the choice; nothing picks "auto"
+unless the caller asks, so the defaults stay the stock pipeline's (fp32).
 """
 
 from __future__ import annotations
@@ -10,11 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import numpy as np
 
 from .errors import QAError
 
+logger = logging.getLogger(__name__)
+
 DTYPES = ("fp32", "fp16", "bf16")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+OV_XML = "openvino_model.xml"
+#: Sequence lengths the compiled torch path pads to (``TorchBackend(compile=True)``): one graph per
+#: bucket instead of one per length; windows longer than the last bucket keep their own length.
+SEQ_BUCKETS = (64, 128, 192, 256, 384, 512)
 
 
 def _require_onnx():
@@ -35,6 +47,50 @@ def is_onnx_dir(path: str | Path) -> bool:
     return path.is_dir() and any(path.glob("*.onnx"))
 
 
+def is_openvino_dir(path: str | Path) -> bool:
+    """True when ``path`` is a local folder holding an OpenVINO IR (``openvino_model.xml`` + ``.bin``)."""
+    path = Path(path)
+    return path.is_dir() and (path / OV_XML).is_file()
+
+
+def _require_openvino():
+    try:
+        import openvino  # noqa: F401
+        from optimum.intel import OVModelForQuestionAnswering
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise QAError(
+            "the OpenVINO backend needs optimum-intel and openvino: pip install 'qa-serving[openvino]'"
+        ) from err
+    return OVModelForQuestionAnswering
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``"auto"`` -> ``"bf16"``/``"fp32"`` for ``device`` (logged, :func:`hardware.resolve_precision`);
+    explicit dtypes pass through checked. Example: ``resolve_dtype("auto")`` -> ``"bf16"`` on a Xeon with AMX."""
+    from .hardware import resolve_precision
+
+    if dtype != "auto" and dtype not in DTYPES:
+        raise QAError(f"dtype must be one of {DTYPES} or 'auto', got {dtype!r}")
+    return resolve_precision(dtype, device=str(device))
+
+
+def openvino_config(dtype: str = "auto", threads: int | None = None) -> dict[str, str]:
+    """OpenVINO CPU compile settings: the inference precision hint, and threads when given.
+
+    The hint is always explicit: OpenVINO's own CPU default is bf16 wherever the CPU has avx512_bf16 or
+    AMX, so an unset hint would silently change the numerics of an "fp32" run there.
+    Example: ``openvino_config("fp32", 2)`` -> ``{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "2",
+    "PERFORMANCE_HINT": "LATENCY"}``.
+    """
+    dtype = resolve_dtype(dtype, "cpu")
+    if dtype == "fp16":
+        raise QAError("fp16 OpenVINO inference is for GPUs; on CPU use dtype='bf16' or 'fp32'")
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(int(threads))
+    return config
+
+
 def resolve_device(device: str | int | None) -> str:
     """``"auto"``/``None`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; ints are CUDA ordinals."""
     import torch
@@ -50,29 +106,54 @@ def resolve_device(device: str | int | None) -> str:
 
 
 class TorchBackend:
-    """A ``transformers`` span model (or any module returning start/end logits) on one device."""
+    """A ``transformers`` span model (or any module returning start/end logits) on one device.
 
-    def __init__(self, model, device: str | None = None, dtype: str = "fp32") -> None:
+    ``compile=True`` runs the model through ``torch.compile`` with sequence lengths padded up to
+    :data:`SEQ_BUCKETS` (padding is masked, logits are cut back), so a new length does not recompile.
+    """
+
+    def __init__(self, model, device: str | None = None, dtype: str = "fp32", compile: bool = False) -> None:
         import torch
 
-        if dtype not in DTYPES:
-            raise QAError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.device = torch.device(resolve_device(device) if device is not None else _module_device(model))
+        dtype = resolve_dtype(dtype, self.device.type)
         if dtype == "fp16" and self.device.type == "cpu":
             raise QAError("fp16 inference needs a GPU; on CPU use dtype='bf16' or 'fp32'")
         self.dtype = dtype
         torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
         self.model = model.to(device=self.device, dtype=torch_dtype).eval()
         self.input_names = _accepted_inputs(model)
+        self.compiled = compile
+        if compile:
+            import torch._dynamo
+
+            # One graph per (batch, bucket) shape: more than dynamo's default limit of 8 recompiles.
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        length = next(iter(inputs.values())).shape[1]
+        if self.compiled:
+            inputs = pad_to_bucket(inputs, SEQ_BUCKETS)
         feed = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items() if k in self.input_names}
         with torch.inference_mode():
-            out = self.model(**feed)
+            out = self.forward(**feed)
         start, end = (out["start_logits"], out["end_logits"]) if isinstance(out, dict) else out[:2]
-        return start.float().cpu().numpy(), end.float().cpu().numpy()
+        return start[:, :length].float().cpu().numpy(), end[:, :length].float().cpu().numpy()
+
+
+def pad_to_bucket(inputs: dict[str, np.ndarray], buckets: tuple[int, ...] = SEQ_BUCKETS) -> dict[str, np.ndarray]:
+    """Right-pad every input to the smallest bucket >= its length (zeros: masked out by attention_mask).
+
+    Example: a ``(16, 100)`` batch with buckets ``(64, 128)`` -> ``(16, 128)``; ``(16, 600)`` stays as it is.
+    """
+    length = next(iter(inputs.values())).shape[1]
+    target = next((b for b in buckets if b >= length), length)
+    if target == length:
+        return inputs
+    return {k: np.pad(v, ((0, 0), (0, target - length))) for k, v in inputs.items()}
 
 
 def _module_device(model) -> str:
@@ -113,6 +194,80 @@ class OrtBackend:
         return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
 
 
+class OVBackend:
+    """An OpenVINO compiled model (from :class:`optimum.intel.OVModelForQuestionAnswering`) on CPU.
+
+    Calls the compiled model's infer request directly: numpy in, numpy out, no torch tensors between.
+    """
+
+    def __init__(self, ov_model, dtype: str | None = None) -> None:
+        if dtype is not None:
+            set_openvino_dtype(ov_model, dtype)
+        ov_model.compile()
+        self.ov_model = ov_model
+        self.request = ov_model.request.create_infer_request()
+        self.input_names = set(ov_model.input_names)
+        self.dtype = openvino_dtype(ov_model)
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        feed = {k: v for k, v in inputs.items() if k in self.input_names}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        out = self.request.infer(feed)
+        return (
+            np.asarray(out["start_logits"], dtype=np.float32),
+            np.asarray(out["end_logits"], dtype=np.float32),
+        )
+
+
+def is_openvino_model(model) -> bool:
+    """True for an Optimum-Intel ``OVModel*`` (it carries an ``ov_config`` and an OpenVINO model)."""
+    return hasattr(model, "ov_config") and hasattr(model, "compile") and not hasattr(model, "session")
+
+
+def openvino_dtype(ov_model) -> str:
+    """``"bf16"`` or ``"fp32"``: the precision hint the model compiles (or compiled) with."""
+    hint = str(ov_model.ov_config.get("INFERENCE_PRECISION_HINT", "")).lower()
+    if not hint and getattr(ov_model, "request", None) is not None:
+        hint = str(ov_model.request.get_property("INFERENCE_PRECISION_HINT")).lower()
+    return "bf16" if "bf" in hint else "fp32"
+
+
+def set_openvino_dtype(ov_model, dtype: str) -> None:
+    """Set the precision hint of an Optimum-Intel model (``"auto"`` resolved for this CPU), recompiling
+    if it was compiled with another one."""
+    hint = openvino_config(dtype)["INFERENCE_PRECISION_HINT"]
+    if ov_model.ov_config.get("INFERENCE_PRECISION_HINT") != hint:
+        ov_model.ov_config["INFERENCE_PRECISION_HINT"] = hint
+        ov_model.request = None  # Optimum compiles again on the next compile()
+
+
+def load_openvino_model(
+    path: str | Path,
+    device: str | None = "cpu",
+    dtype: str = "auto",
+    threads: int | None = None,
+    file_name: str | None = None,
+):
+    """Load an OpenVINO IR folder (or convert a PyTorch folder in memory) with Optimum-Intel, on CPU.
+
+    ``dtype``: ``"auto"`` (bf16 where the CPU has native bf16, else fp32), ``"bf16"`` or ``"fp32"``.
+    """
+    ov_cls = _require_openvino()
+    if device not in (None, "auto", "cpu"):
+        raise QAError(f"the OpenVINO backend runs on CPU here; got device={device!r} (use device='cpu')")
+    kwargs: dict[str, Any] = {"ov_config": openvino_config(dtype, threads), "compile": False}
+    if is_openvino_dir(path):
+        if file_name:
+            kwargs["file_name"] = file_name
+    else:
+        kwargs["export"] = True  # a PyTorch folder or hub id: convert in memory
+    try:
+        return ov_cls.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise QAError(f"OpenVINO could not load {path}: {err}") from err
+
+
 def load_onnx_model(path: str | Path, device: str | None = "cpu", file_name: str | None = None):
     """Load an exported model folder with Optimum on the provider matching ``device``."""
     import onnxruntime
@@ -145,10 +300,21 @@ def load_onnx_model(path: str | Path, device: str | None = "cpu", file_name: str
 
 
 def load_model(path: str | Path, backend: str = "auto", device: str | None = None, **kwargs):
-    """A span model from a local folder or hub id: ``torch`` (transformers) or ``onnx`` (Optimum)."""
-    if backend not in ("auto", "torch", "onnx"):
-        raise QAError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
+    """A span model from a local folder or hub id: ``torch`` (transformers), ``onnx`` (Optimum ONNX
+    Runtime) or ``openvino`` (Optimum-Intel). ``auto``: OpenVINO for a folder with ``openvino_model.xml``,
+    ONNX Runtime for one with a ``.onnx`` file, else PyTorch. OpenVINO takes ``dtype``/``threads`` kwargs.
+    """
+    if backend not in BACKENDS:
+        raise QAError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     local = Path(path)
+    if backend == "openvino" or (backend == "auto" and is_openvino_dir(local)):
+        return load_openvino_model(
+            local if local.exists() else str(path),
+            device=device,
+            dtype=kwargs.get("dtype") or "auto",
+            threads=kwargs.get("threads"),
+            file_name=kwargs.get("file_name"),
+        )
     if backend == "onnx" or (backend == "auto" and is_onnx_dir(local)):
         if not is_onnx_dir(local):
             raise QAError(f"{path} holds no .onnx model; export one with `qa-serving export`")
@@ -172,6 +338,8 @@ def model_dtype(model) -> str:
     """
     if hasattr(model, "session"):
         return "fp32"
+    if is_openvino_model(model):
+        return openvino_dtype(model)
     try:
         name = str(next(model.parameters()).dtype)
     except (StopIteration, AttributeError):
@@ -179,21 +347,40 @@ def model_dtype(model) -> str:
     return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(name, "fp32")
 
 
-def make_backend(model, device: str | None = None, dtype: str | None = "fp32"):
-    """Wrap a loaded model (torch module or Optimum ORT model) as a backend callable.
+def make_backend(model, device: str | None = None, dtype: str | None = "fp32", compile: bool = False):
+    """Wrap a loaded model (torch module, Optimum ORT or OpenVINO model) as a backend callable.
 
-    ``dtype=None`` keeps the model's own dtype (:func:`model_dtype`).
+    ``dtype=None`` keeps the model's own dtype (:func:`model_dtype`); ``"auto"`` picks bf16 where the
+    hardware runs it natively (logged), except on ONNX Runtime, which runs the exported fp32 graph.
+    ``compile``: ``torch.compile`` with shape buckets (torch backend only).
     """
     if dtype is None:
         dtype = model_dtype(model)
     if hasattr(model, "session") and hasattr(model.session, "get_providers"):
+        if dtype == "auto":
+            logger.info("precision auto -> fp32 (ONNX Runtime runs the exported fp32 graph)")
+            dtype = "fp32"
         if dtype != "fp32":
-            raise QAError("dtype applies to the torch backend; export with --optimize O4 for fp16 ONNX")
+            raise QAError("dtype applies to the torch and OpenVINO backends; export with --optimize O4 for fp16 ONNX")
         return OrtBackend(model)
-    return TorchBackend(model, device=device, dtype=dtype)
+    if is_openvino_model(model):
+        return OVBackend(model, dtype=dtype)
+    return TorchBackend(model, device=device, dtype=dtype, compile=compile)
 
 
-def load_backend(path: str | Path, backend: str = "auto", device: str | None = None, dtype: str = "fp32"):
-    """Load a model folder and wrap it: the one-liner used by the CLI, evaluation and the handler."""
-    model = load_model(path, backend=backend, device=device)
-    return make_backend(model, device=None if hasattr(model, "session") else device, dtype=dtype)
+def load_backend(
+    path: str | Path,
+    backend: str = "auto",
+    device: str | None = None,
+    dtype: str = "fp32",
+    compile: bool = False,
+):
+    """Load a model folder and wrap it: the one-liner used by the CLI, evaluation and the handler.
+
+    ``dtype``: ``fp32`` (default, as the stock pipeline), ``bf16``, ``fp16`` (GPU) or ``auto``.
+    """
+    on_ov = backend == "openvino" or (backend == "auto" and is_openvino_dir(path))
+    model = load_model(path, backend=backend, device=device, **({"dtype": dtype} if on_ov else {}))
+    if hasattr(model, "session") or on_ov:
+        device = None
+    return make_backend(model, device=device, dtype=dtype, compile=compile)
