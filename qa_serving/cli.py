@@ -69,11 +69,12 @@ def _run_train(args) -> int:
 
 def _add_model_args(p) -> None:
     p.add_argument("--model", required=True, help="model folder (PyTorch or exported ONNX) or hub id")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
                    help="auto: ONNX when the folder holds a .onnx file (default: auto)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="torch backend precision (default: fp32)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="torch/OpenVINO precision; auto = bf16 where the CPU/GPU runs it natively, "
+                        "logged (default: fp32)")
     add_dataclass_arguments(p, QAConfig)
 
 
