@@ -556,7 +556,7 @@ def export_variants(model_dir: str | Path, out_dir: str | Path, *, device: str =
     source = str(Path(model_dir).resolve())
     if marker.is_file() and json.loads(marker.read_text()).get("source") == source:
         return expected
-    from export.onnx import export_onnx
+    from qa_serving.export.onnx import export_onnx
 
     result = export_onnx(model_dir, out_dir, optimize="O2", quantize="auto", device=device, overwrite=True)
     marker.write_text(json.dumps({"source": source, "quantize": result.quantize}) + "\n")

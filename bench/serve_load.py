@@ -275,9 +275,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for bs, name in names.items():
             log(f"archiving {name} (batchSize {bs}) ...")
             build_archive(
-                folder,
-                name,
-                store,
+                model_dir=folder,
+                name=name,
+                store=store,
                 backend="onnx" if args.backend.startswith("onnx") else "torch",
                 batch_size=bs,
                 max_batch_delay_ms=args.max_batch_delay_ms,
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log("starting TorchServe ...")
         t0 = time.perf_counter()
         server = start_server(
-            store, models=list(names.values()), run_dir=work / "run", ports=Ports.free(), timeout=600
+            store=store, models=list(names.values()), run_dir=work / "run", ports=Ports.free(), timeout=600
         )
         startup_s = time.perf_counter() - t0
         headers = {"Content-Type": "application/json", **server.headers("inference")}

@@ -119,7 +119,7 @@ def wait_workers(server, model: str, n: int, timeout: float = 300) -> None:
 def run_config(store: Path, root: Path, workers: int, threads: int, args, examples: list[dict]) -> dict:
     overrides = {"workers": workers, "threads": threads, "batch_size": args.batch_size,
                  "max_batch_delay_ms": args.max_batch_delay_ms}  # fmt: skip
-    server = start_server(store, models=["bench"], run_dir=root / f"run-{workers}x{threads}",
+    server = start_server(store=store, models=["bench"], run_dir=root / f"run-{workers}x{threads}",
                           ports=Ports.free(), overrides=overrides)  # fmt: skip
     try:
         wait_workers(server, "bench", workers)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         examples = synthetic_examples(root)
         model = Path(args.model) if args.model else scratch_model_dir(root, args.size, examples)
-        store = build_archive(model, "bench", root / "store").parent
+        store = build_archive(model_dir=model, name="bench", store=root / "store").parent
         rows = []
         for config in args.configs:
             workers, threads = (int(x) for x in config.lower().split("x"))

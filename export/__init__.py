@@ -1,6 +1,6 @@
 """ONNX export of span models (Optimum) and the parity report against the PyTorch model.
 
-``qa-serving export`` (:mod:`export.cli`) is a thin adapter over :func:`export_onnx` and
+``qa-serving export`` (:mod:`qa_serving.commands.export`) is a thin adapter over :func:`export_onnx` and
 :func:`check_export`; optimum and onnxruntime are imported only when an export runs.
 """
 

@@ -7,7 +7,7 @@ Layout of the output folder (every variant is a complete ``ORTModelForQuestionAn
     out/        model.onnx            fp32, dynamic batch and sequence axes (the reference export)
     out/o2/     model_optimized.onnx  ORTOptimizer graph fusions (o1 | o2 | o3 | o4=fp16, GPU only)
     out/int8/   model_quantized.onnx  ORTQuantizer dynamic int8 (avx512_vnni | avx2 | arm64 config)
-    out/parity.json                   written by :mod:`export.parity`
+    out/parity.json                   written by :mod:`qa_serving.export.parity`
 
 Deliberate choices:
 - One ``.onnx`` per folder, with Optimum's conventional names: Optimum searches a folder recursively,

@@ -178,7 +178,7 @@ def _run_synth(args) -> int:
 
 # Subcommands living beside the library (ONNX export, TorchServe, quickstart): each module exposes
 # ``add_parser(subparsers)``; a missing optional module just leaves its command out.
-_EXTERNAL = ("export.cli", "qa_serving.serving", "qa_serving.quickstart")
+_EXTERNAL = ("qa_serving.commands.export", "qa_serving.commands.serve", "qa_serving.commands.quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ failure or Ctrl-C it is stopped, so no process is left behind.
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import time
@@ -146,10 +145,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Every step in order; returns the summary (also written to ``<output_dir>/summary.json``)."""
     from transformers import AutoTokenizer, pipeline
 
-    from export.onnx import export_onnx
-    from export.parity import check_export
-
     from .data import load_examples
+    from .export.onnx import export_onnx
+    from .export.parity import check_export
     from .serving import build_archive, start_server, stop_server
 
     s = cfg.summary
@@ -186,13 +184,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         return _finish(cfg)
 
     print(f"[4/6] archive the ONNX {serve_variant} model", flush=True)
-    mar = build_archive(serve_dir, cfg.name, store=cfg.store, backend="onnx")
+    mar = build_archive(model_dir=serve_dir, name=cfg.name, store=cfg.store, backend="onnx")
     s["artifacts"]["archive"] = str(mar)
 
     print("[5/6] start TorchServe (loopback, token auth on) and ask it", flush=True)
     server = None
     try:
-        server = start_server(mar.parent, models=[cfg.name], run_dir=cfg.run_dir, ports=cfg.ports)
+        server = start_server(store=mar.parent, models=[cfg.name], run_dir=cfg.run_dir, ports=cfg.ports)
         evals = load_examples(eval_file)
         question, context = evals[0]["question"], evals[0]["context"]
         served = _served_answer(server, cfg.name, question, context)
@@ -250,35 +248,3 @@ def format_summary(s: dict) -> str:
         if s.get("server", {}).get("stopped"):
             lines += ["(the server was stopped: --stop-after)"]
     return "\n".join(lines)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "quickstart",
-        help="the whole job: data -> fine-tune -> evaluate -> ONNX -> TorchServe -> HTTP answer",
-        description="Chains synth/train/export/archive/serve with sensible offline defaults and prints one "
-                    "summary table. Data: --train-file, else the hub's squad when reachable, else synthetic. "
-                    "Model: --model, else distilbert-base-uncased when the hub is reachable, else "
-                    "all-MiniLM-L6-v2 when its package is installed, else a small BERT from a config.",
-    )
-    p.add_argument("--train-file", help="SQuAD-format data (e.g. ../shared/data/squad-v1.1-dev.part-a.json)")
-    p.add_argument("--model", default="auto", help="auto | scratch | a model folder or hub id (default: auto)")
-    p.add_argument("--budget-minutes", type=float, default=8.0, help="training time budget (default: 8)")
-    p.add_argument("--output-dir", default="runs/quickstart", help="where data, model and exports go")
-    p.add_argument("--tiny", action="store_true", help="a tiny model and data: the whole chain in a few minutes")
-    p.add_argument("--no-serve", action="store_true", help="stop after the ONNX export")
-    p.add_argument("--stop-after", action="store_true", help="stop the server once the summary is printed")
-    p.add_argument("--name", default="quickstart", help="model name on the server (default: quickstart)")
-    p.add_argument("--run-dir", default="runs/torchserve", help="TorchServe logs, keys, pid (default: runs/torchserve)")
-    p.add_argument("--store", default="model_store", help="where the .mar goes (default: model_store)")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    cfg = QuickstartConfig(
-        output_dir=Path(args.output_dir), train_file=args.train_file, model=args.model,
-        budget_minutes=args.budget_minutes, tiny=args.tiny, serve=not args.no_serve,
-        stop_after=args.stop_after, name=args.name, run_dir=Path(args.run_dir), store=Path(args.store),
-    )
-    summary = run_quickstart(cfg)
-    return 0 if summary.get("parity_passed", True) else 1

@@ -6,8 +6,9 @@ carries the index of its example and the character offsets of its context tokens
 which is all :mod:`qa_serving.postprocess` needs.
 
 Deliberate simplifications:
-- Questions longer than ``max_question_len`` tokens are cut (at a token boundary of the question's own
-  tokenization) instead of failing; the stock pipeline raises instead.
+- Questions too long for a window are cut (at a token boundary of the question's own tokenization) so
+  that more than ``doc_stride`` context tokens fit, instead of failing as the stock pipeline's tokenizer
+  call does; ``"squad"`` scoring also cuts them to ``max_question_len`` (see :func:`fit_questions`).
 - Labels use the first gold answer, as the SQuAD reference scripts do.
 - Left-padding tokenizers (e.g. XLNet) get ``context, question`` order with ``only_first`` truncation,
   as the Hugging Face reference does, so the question stays next to the padding-free end.
@@ -35,6 +36,10 @@ class Features:
     same with each token widened to its whole word (used when answers are aligned to words).
     ``start_positions``/``end_positions`` are the token labels (CLS index when the answer is not inside
     the window or the question is unanswerable); present only when answers were given.
+    ``stock_offsets[i]`` (``span_scoring="pipeline"`` only) is ``(len_i, 4)``: every token's offsets as the
+    tokenizer gives them (question tokens index the question) and the span the stock pipeline's
+    ``token_to_word``/``word_to_chars`` alignment gives it (``-1`` where that lookup fails), so postprocess
+    can reproduce the stock answers for any span it may pick.
     """
 
     input_ids: list[np.ndarray]
@@ -47,6 +52,7 @@ class Features:
     padding_side: str = "right"
     start_positions: np.ndarray | None = None
     end_positions: np.ndarray | None = None
+    stock_offsets: list[np.ndarray] | None = None
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +60,32 @@ class Features:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def select(self, example_ids: Sequence[int]) -> tuple[Features, np.ndarray]:
+        """The windows of some examples, renumbered 0..len(example_ids)-1 in the given order, and the
+        indices of those windows here (to pick their logits). Example: ``sub, w = f.select([2, 0])``;
+        ``[starts[i] for i in w]``."""
+        n = int(self.example_index.max()) + 1 if len(self) else 0
+        if list(example_ids) == list(range(n)):
+            return self, np.arange(len(self))
+        new_id = np.full(n, -1, dtype=np.int64)
+        new_id[np.asarray(example_ids, dtype=np.int64)] = np.arange(len(example_ids))
+        windows = np.flatnonzero(new_id[self.example_index] >= 0)
+        pick = lambda seq: [seq[w] for w in windows]  # noqa: E731
+        labels = lambda arr: arr[windows] if arr is not None else None  # noqa: E731
+        subset = Features(
+            input_ids=pick(self.input_ids),
+            token_type_ids=pick(self.token_type_ids) if self.token_type_ids is not None else None,
+            example_index=new_id[self.example_index[windows]],
+            offsets=pick(self.offsets),
+            word_offsets=pick(self.word_offsets),
+            cls_index=self.cls_index[windows],
+            pad_token_id=self.pad_token_id,
+            padding_side=self.padding_side,
+            start_positions=labels(self.start_positions),
+            end_positions=labels(self.end_positions),
+        )
+        return subset, windows
 
 
 def _question_first(tokenizer) -> bool:
@@ -74,6 +106,56 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_question_len: in
             question = question[: offsets[max_question_len - 1][1]]
         out.append(question)
     return out
+
+
+def fit_questions(tokenizer, questions: Sequence[str], contexts: Sequence[str], config: QAConfig) -> list[str]:
+    """Questions as windowing uses them: cut so that more than ``doc_stride`` context tokens fit a window.
+
+    ``"squad"`` scoring: left-stripped and cut to ``max_question_len`` too (the SQuAD reference).
+    ``"pipeline"`` scoring: as given, like the stock pipeline (its fast-tokenizer path ignores
+    ``max_question_len``); cut only where the stock tokenizer call would fail (the pair needs truncating
+    but no more than ``doc_stride`` context tokens would fit beside the question).
+    Example: ``max_length=48, doc_stride=24`` with 3 special tokens -> at most 20 question tokens.
+    """
+    n_special = tokenizer.num_special_tokens_to_add(pair=True)
+    fit = config.max_length - n_special - config.doc_stride - 1
+    if fit < 1:
+        raise QAError(
+            f"no context fits a window: max_length {config.max_length} - {n_special} special tokens leaves no "
+            f"room for a question and more than doc_stride ({config.doc_stride}) context tokens; "
+            "lower doc_stride or raise max_length"
+        )
+    if config.span_scoring != "pipeline":
+        return truncate_questions(tokenizer, questions, min(config.max_question_len, fit))
+    offsets = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    out = list(questions)
+    long = [i for i, offs in enumerate(offsets) if len(offs) > fit]
+    if long:
+        context_ids = tokenizer([contexts[i] for i in long], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(long, context_ids):
+            if len(offsets[i]) + len(ids) + n_special > config.max_length:
+                out[i] = questions[i][: offsets[i][fit - 1][1]]
+    return out
+
+
+def _stock_offsets(raw: np.ndarray, word_ids: list, sequence_ids: list, context_index: int) -> np.ndarray:
+    """``(len, 4)``: raw token offsets, then ``word_to_chars(token_to_word(t), context_index)`` or ``-1``.
+
+    A word id is looked up among the context tokens of the window, whatever sequence the token is in
+    (the stock pipeline does this for context-first tokenizers, whose answers may reach the question).
+    """
+    words = np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
+    in_context = np.array([s == context_index for s in sequence_ids], dtype=bool) & (words >= 0)
+    ctx_words, ctx_offsets = words[in_context], raw[in_context]
+    aligned = np.full_like(raw, NO_OFFSET)
+    if ctx_words.size:
+        uniq, first = np.unique(ctx_words, return_index=True)
+        last = ctx_words.size - 1 - np.unique(ctx_words[::-1], return_index=True)[1]
+        pos = np.minimum(np.searchsorted(uniq, words), uniq.size - 1)
+        hit = (words >= 0) & (uniq[pos] == words)
+        aligned[hit, 0] = ctx_offsets[first[pos[hit]], 0]
+        aligned[hit, 1] = ctx_offsets[last[pos[hit]], 1]
+    return np.concatenate([raw, aligned], axis=1)
 
 
 def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
@@ -129,15 +211,7 @@ def prepare_features(
     _check_inputs(questions, contexts)
     if answers is not None and len(answers) != len(questions):
         raise QAError(f"got {len(answers)} answers for {len(questions)} questions")
-    n_special = tokenizer.num_special_tokens_to_add(pair=True)
-    room = config.max_length - config.max_question_len - n_special
-    if config.doc_stride >= room:
-        raise QAError(
-            f"doc_stride ({config.doc_stride}) must be smaller than the context room of a window "
-            f"(max_length {config.max_length} - max_question_len {config.max_question_len} - "
-            f"{n_special} special tokens = {room}); lower doc_stride or max_question_len"
-        )
-    questions = truncate_questions(tokenizer, questions, config.max_question_len)
+    questions = fit_questions(tokenizer, questions, contexts, config)
     question_first = _question_first(tokenizer)
     context_index = 1 if question_first else 0
     enc = tokenizer(
@@ -154,10 +228,13 @@ def prepare_features(
     example_index = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
     cls_id = tokenizer.cls_token_id
     input_ids, token_types, offsets_all, words_all, cls_index = [], [], [], [], []
+    stock = [] if config.span_scoring == "pipeline" else None
     for i, ids in enumerate(enc["input_ids"]):
         ids_arr = np.asarray(ids, dtype=np.int64)
         seq_ids = enc.sequence_ids(i)
         offs = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+        if stock is not None:
+            stock.append(_stock_offsets(offs, enc.word_ids(i), seq_ids, context_index))
         in_context = np.array([s == context_index for s in seq_ids], dtype=bool)
         offs[~in_context] = NO_OFFSET
         input_ids.append(ids_arr)
@@ -176,6 +253,7 @@ def prepare_features(
         cls_index=np.asarray(cls_index, dtype=np.int64),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         padding_side=tokenizer.padding_side,
+        stock_offsets=stock,
     )
     if answers is not None:
         features.start_positions, features.end_positions = label_positions(features, answers)

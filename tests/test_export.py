@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("optimum.onnxruntime")
 
-from export.onnx import detect_quantization_target, export_onnx
-from export.parity import check_export, format_table, logit_parity, quality_parity
+from qa_serving.export.onnx import detect_quantization_target, export_onnx
+from qa_serving.export.parity import check_export, format_table, logit_parity, quality_parity
 from qa_serving.backends import load_backend, load_onnx_model
 from qa_serving.cli import main
 from qa_serving.config import QAConfig
@@ -323,7 +323,7 @@ def test_cuda_without_onnxruntime_gpu(tiny_model_dir, exported, tmp_path):
 def test_missing_optimum_says_what_to_install(monkeypatch):
     import sys
 
-    from export import onnx as export_module
+    from qa_serving.export import onnx as export_module
 
     monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", None)
     with pytest.raises(ImportError, match=r"qa-serving\[onnx\]"):

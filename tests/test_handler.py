@@ -21,8 +21,9 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import qa_serving  # noqa: F401  (registers custom-qa)
-from handlers import qa_handler
-from handlers.qa_handler import BATCH_SIZE_HEADER, HandlerSettings, QAHandler
+from qa_serving.handlers import qa_handler
+from qa_serving.handlers.qa_handler import BATCH_SIZE_HEADER, QAHandler
+from qa_serving.serving.settings import HandlerSettings
 from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
@@ -278,7 +279,7 @@ def test_settings_from_yaml_and_env():
 
 def test_threads_and_feature_batch_size_settings(model_dir, monkeypatch):
     before = torch.get_num_threads()
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr(qa_handler, "available_cpus", lambda: 8)  # hardware.py has its own tests
     try:
         handler = QAHandler()
         handler.initialize(make_context(model_dir, {"feature_batch_size": 2}, maxWorkers=4))
@@ -299,7 +300,7 @@ def test_bad_settings_fail_the_load_not_a_request(model_dir):
 
 def test_onnx_backend_matches_its_pipeline(model_dir, tmp_path):
     pytest.importorskip("optimum.onnxruntime", reason="needs optimum-onnx[onnxruntime]")
-    export_onnx = pytest.importorskip("export.onnx").export_onnx
+    export_onnx = pytest.importorskip("qa_serving.export.onnx").export_onnx
     onnx_dir = tmp_path / "onnx"
     export_onnx(model_dir, onnx_dir)
     handler = QAHandler()

@@ -39,15 +39,10 @@ import torch
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
-from handlers.qa_handler import (
-    HandlerSettings,
-    QAHandler,
-    RequestError,
-    V2Request,
-    available_cpus,
-    parse_v2_request,
-    v2_response,
-)
+from qa_serving.handlers.qa_handler import QAHandler
+from qa_serving.hardware import available_cpus
+from qa_serving.protocol import RequestError, V2Request, parse_v2_request, v2_response
+from qa_serving.serving.settings import HandlerSettings
 from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
@@ -150,6 +145,7 @@ def test_override_archive_rewrites_only_model_config(tmp_path):
 
 def test_available_cpus_respects_a_cgroup_quota(tmp_path, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
     v2 = tmp_path / "v2"
     v2.mkdir()
     assert available_cpus(v2) == 16  # no quota file
@@ -420,9 +416,9 @@ def server(tmp_path_factory, model_dir):
 
     root = tmp_path_factory.mktemp("scaleout")
     # Archived for 1 worker and batches of 8; served with 2 single-thread workers and batches of 4.
-    archive = build_archive(model_dir, "tiny", root / "store", batch_size=8, max_batch_delay_ms=20, workers=1)
+    archive = build_archive(model_dir=model_dir, name="tiny", store=root / "store", batch_size=8, max_batch_delay_ms=20, workers=1)
     overrides = {"workers": WORKERS, "threads": 1, "batch_size": BATCH_SIZE, "max_batch_delay_ms": 5}
-    srv = start_server(archive.parent, models=["tiny"], run_dir=root / "run", ports=Ports.free(), timeout=180,
+    srv = start_server(store=archive.parent, models=["tiny"], run_dir=root / "run", ports=Ports.free(), timeout=180,
                        overrides=overrides)  # fmt: skip
     try:
         wait_workers(srv, WORKERS, timeout=120)

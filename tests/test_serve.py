@@ -83,14 +83,14 @@ def model_dir(root) -> Path:
 @pytest.fixture(scope="module")
 def archive(root, model_dir) -> Path:
     return build_archive(
-        model_dir, "tiny", root / "store", batch_size=BATCH_SIZE, max_batch_delay_ms=MAX_DELAY_MS,
+        model_dir=model_dir, name="tiny", store=root / "store", batch_size=BATCH_SIZE, max_batch_delay_ms=MAX_DELAY_MS,
         workers=1, max_context_chars=2000, max_examples=4,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def server(root, archive):
-    srv = start_server(archive.parent, models=["tiny"], run_dir=root / "run", ports=Ports.free(), timeout=180)
+    srv = start_server(store=archive.parent, models=["tiny"], run_dir=root / "run", ports=Ports.free(), timeout=180)
     try:
         yield srv
     finally:
@@ -249,9 +249,9 @@ def processes_of(run_dir: Path) -> list[int]:
 def test_a_model_that_cannot_load_fails_the_start_fast_and_cleanly(root, model_dir):
     # fp16 on CPU is refused at load: the worker dies, start_server reports why and stops TorchServe.
     store = root / "broken_store"
-    build_archive(model_dir, "broken", store, dtype="fp16", device="cpu")
+    build_archive(model_dir=model_dir, name="broken", store=store, dtype="fp16", device="cpu")
     with pytest.raises(QAError, match="failed to load") as err:
-        start_server(store, models=["broken"], run_dir=root / "broken_run", ports=Ports.free(), timeout=120)
+        start_server(store=store, models=["broken"], run_dir=root / "broken_run", ports=Ports.free(), timeout=120)
     assert "fp16 inference needs a GPU" in str(err.value)
     assert not processes_of(root / "broken_run")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from qa_serving.errors import QAError
+from ..errors import QAError
 
-from .onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
+from ..export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
 
 EPILOG = """\
 layout: OUTPUT/ is the fp32 model; OUTPUT/o1..o4/ and OUTPUT/int8/ are complete model folders too
@@ -96,8 +96,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from .onnx import export_onnx
-        from .parity import check_export, format_table
+        from ..export.onnx import export_onnx
+        from ..export.parity import check_export, format_table
 
         result = export_onnx(
             args.model,
