@@ -84,6 +84,7 @@ class Features:
             padding_side=self.padding_side,
             start_positions=labels(self.start_positions),
             end_positions=labels(self.end_positions),
+            stock_offsets=pick(self.stock_offsets) if self.stock_offsets is not None else None,
         )
         return subset, windows
 
