@@ -2,7 +2,7 @@
 (Open Inference Protocol) bodies, the container's gateway, and worker recovery on a real TorchServe.
 
 Without a server (seconds): the override mapping and archive rewrite, the CPU count under a cgroup
-quota, v2 parsing/formatting, a batch mixing v2 and plain JSON requests through the handler, and
+quota, a batch mixing v2 and plain JSON requests through the handler, and
 deploy/gateway.py against a fake TorchServe (client key from a secret file, TorchServe key renewal,
 504 at the deadline).
 
@@ -41,12 +41,11 @@ from transformers import pipeline
 import qa_serving  # noqa: F401  (registers custom-qa)
 from qa_serving.handlers.qa_handler import QAHandler
 from qa_serving.hardware import available_cpus
-from qa_serving.protocol import RequestError, V2Request, parse_v2_request, v2_response
-from qa_serving.serving.settings import HandlerSettings
+from qa_serving.protocol import parse_v2_request
 from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
-from qa_serving.serving import apply_overrides, override_archive
+from qa_serving.serving import HandlerSettings, apply_overrides, override_archive
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",
@@ -162,50 +161,7 @@ def test_available_cpus_respects_a_cgroup_quota(tmp_path, monkeypatch):
     assert available_cpus(v1) == 4
 
 
-V2_BAD = [
-    ({"inputs": []}, 400, "non-empty list"),
-    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}, 400, "'question' and 'context'"),
-    (v2_body(["q"], ["c"]) | {"inputs": [{"name": "question", "datatype": "INT64", "shape": [1], "data": [1]}]},
-     400, "datatype must be BYTES"),
-    ({"inputs": v2_body(["q"], ["c"])["inputs"][:1]}, 400, "missing input 'context'"),
-    (v2_body(["q", "q2"], ["c"]), 400, "same number"),
-    ({"inputs": [dict(v2_body(["q"], ["c"])["inputs"][0], shape=[2]), v2_body(["q"], ["c"])["inputs"][1]]},
-     400, "does not match"),
-    (v2_body(["q"], [""]), 400, "example 0: 'context' is empty"),
-    (v2_body(["q"], [7]), 400, "'context' must be a string"),
-    (v2_body(["q"], ["c"], parameters={"top_k": 3}), 400, "use the JSON API"),
-    (v2_body(["q"], ["c"], outputs=[{"name": "logits"}]), 400, "'outputs' may ask for"),
-    (v2_body(["q"], ["c"], extra=1), 400, "unknown field"),
-    (v2_body(["q"] * 5, ["c"] * 5), 413, "limit is 4"),
-    (v2_body(["q"], ["c" * 3000]), 413, "limit is 2000"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("body,status,message", V2_BAD)
-def test_bad_v2_requests_get_an_actionable_error(body, status, message):
-    settings = HandlerSettings(max_examples=4, max_context_chars=2000)
-    with pytest.raises(RequestError, match=message) as err:
-        parse_v2_request(body, settings, QAConfig())
-    assert err.value.status == status
-
-
-def test_v2_parsing_and_response_shapes():
-    body = v2_body([["Who?"], ["Where?"]], [["Ada did it."], ["In Paris."]], id="r1",
-                   parameters={"max_answer_len": 5}, outputs=[{"name": "answer"}, {"name": "start"}])  # fmt: skip
-    body["inputs"][0]["shape"] = body["inputs"][1]["shape"] = [2, 1]  # nested data of shape [2, 1]
-    examples, request = parse_v2_request(body, HandlerSettings(), QAConfig())
-    assert [(e.question, e.context, e.max_answer_len, e.top_k) for e in examples] == [
-        ("Who?", "Ada did it.", 5, 1), ("Where?", "In Paris.", 5, 1)]  # fmt: skip
-    assert request == V2Request("r1", ("answer", "start"))
-    answers = [
-        {"answer": "Ada", "score": 0.9, "start": 0, "end": 3},
-        {"answer": "", "score": 1, "start": 0, "end": 0},
-    ]
-    assert v2_response(answers, request, "qa", "1.0") == {
-        "id": "r1", "model_name": "qa", "model_version": "1.0",
-        "outputs": [{"name": "answer", "datatype": "BYTES", "shape": [2], "data": ["Ada", ""]},
-                    {"name": "start", "datatype": "INT64", "shape": [2], "data": [0, 0]}],
-    }  # fmt: skip
+# v2 parsing and response shapes without a handler: tests/test_protocol.py
 
 
 def test_a_batch_mixing_v2_and_json_requests(model_dir, reference):
