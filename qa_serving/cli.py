@@ -178,7 +178,8 @@ def _run_synth(args) -> int:
 
 # Subcommands living beside the library (ONNX export, TorchServe, quickstart): each module exposes
 # ``add_parser(subparsers)``; a missing optional module just leaves its command out.
-_EXTERNAL = ("qa_serving.commands.export", "qa_serving.commands.serve", "qa_serving.commands.quickstart")
+_EXTERNAL = ("qa_serving.commands.export", "qa_serving.commands.serve", "qa_serving.commands.quickstart",
+             "qa_serving.model_sources")
 
 
 def build_parser() -> argparse.ArgumentParser:
