@@ -2,6 +2,14 @@
 
 Training saves a :class:`QAConfig` as ``qa_config.json`` next to the model; every other caller reads it
 back with :func:`QAConfig.from_model_dir`, so a served model answers exactly as it was evaluated.
+
+Two span-scoring modes (``span_scoring``), one implementation (:mod:`qa_serving.postprocess`):
+- ``"pipeline"``: exactly the stock ``pipeline("question-answering")`` (per-window probabilities, its
+  masking, cross-window ranking, ``top_k`` and answer merging). A model folder without ``qa_config.json``
+  (e.g. a hub checkpoint) runs in this mode with the stock defaults (:meth:`QAConfig.stock`).
+- ``"squad"``: the SQuAD reference (start + end logits across windows, n-best, null threshold); what
+  ``qa-serving train`` evaluates and saves. A ``qa_config.json`` without the key means ``"squad"``.
+In both modes an answer's ``score`` is the stock one (p_start x p_end in its window).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 from .errors import QAError
 
 CONFIG_NAME = "qa_config.json"
+SPAN_SCORING = ("pipeline", "squad")
 
 
 @dataclass
@@ -37,6 +46,13 @@ class QAConfig:
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_length (fixed-shape backends)."}
     )
+    span_scoring: str = field(
+        default="squad",
+        metadata={
+            "help": "How spans are ranked: 'pipeline' (the stock question-answering pipeline, exactly) or "
+            "'squad' (the SQuAD reference: start+end logits across windows, n-best, null threshold)."
+        },
+    )
     max_padding: float = field(
         default=0.25,
         metadata={
@@ -55,11 +71,26 @@ class QAConfig:
             raise QAError(f"max_padding must be between 0 and 1, got {self.max_padding!r}")
         if self.doc_stride >= self.max_length:
             raise QAError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
-        if self.max_question_len >= self.max_length - 4:
-            raise QAError(
-                f"max_question_len ({self.max_question_len}) leaves no room for context in max_length "
-                f"({self.max_length}); lower it or raise max_length"
-            )
+        if self.span_scoring not in SPAN_SCORING:
+            raise QAError(f"span_scoring must be 'pipeline' or 'squad', got {self.span_scoring!r}")
+        # max_question_len is not checked against max_length: windowing cuts questions to what fits.
+
+    @classmethod
+    def stock(cls, model_max_length: int | None = None, **changes: Any) -> QAConfig:
+        """The stock pipeline's settings: ``"pipeline"`` scoring, max_answer_len 15, max_seq_len
+        ``min(model_max_length, 384)``, doc_stride ``min(max_seq_len // 2, 128)``, max_question_len 64.
+
+        Example: ``QAConfig.stock(model_max_length=128)`` -> max_length 128, doc_stride 64.
+        """
+        max_length = min(model_max_length or 384, 384)
+        base = cls(
+            span_scoring="pipeline",
+            max_length=max_length,
+            doc_stride=min(max_length // 2, 128),
+            max_question_len=64,
+            max_answer_len=15,
+        )
+        return base.replace(**changes)
 
     def replace(self, **changes: Any) -> QAConfig:
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI/kwargs)."""
@@ -79,11 +110,10 @@ class QAConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path | None) -> QAConfig:
-        """The config saved with a model, or the defaults when there is none (e.g. a hub checkpoint)."""
-        if model_dir is None:
-            return cls()
-        path = Path(model_dir) / CONFIG_NAME
-        if not path.is_file():
-            return cls()
+    def from_model_dir(cls, model_dir: str | Path | None, model_max_length: int | None = None) -> QAConfig:
+        """The config saved with a model (``"squad"`` scoring unless it says otherwise: only our trainer
+        writes it), or the stock pipeline's settings when there is none (e.g. a hub checkpoint)."""
+        path = Path(model_dir) / CONFIG_NAME if model_dir is not None else None
+        if path is None or not path.is_file():
+            return cls.stock(model_max_length)
         return cls.from_dict(json.loads(path.read_text()))

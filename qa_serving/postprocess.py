@@ -1,6 +1,18 @@
-"""From start/end logits of every window to answers per example: the one n-best implementation.
+"""From start/end logits of every window to answers per example, in two span-scoring modes.
 
-Pure numpy in, plain dicts out; no model, no tokenizer, no I/O. It reproduces the SQuAD reference
+Pure numpy in, plain dicts out; no model, no tokenizer, no I/O.
+
+``span_scoring="pipeline"`` reproduces the stock ``QuestionAnsweringPipeline.postprocess`` exactly: per
+window, logits outside the answerable tokens (context and CLS; every unpadded token for context-first
+tokenizers) and padding are set to -10000, softmaxed in float32, CLS zeroed after taking the null score,
+then the outer product of start and end probabilities banded by ``triu``/``tril`` and the top
+``top_k`` (``2 top_k + 10`` with ``align_to_words``) cells picked with the same ``argmax`` /
+``argpartition`` / ``argsort`` calls on an array of the same shape (the padded length of the window in
+the stock pipeline's batch), so that ties, zero-probability cells included, resolve as they do there;
+answers with the same lower-cased text are merged (scores summed), the null answer appended, and the
+list sorted and cut to ``top_k``. Windows of one padded length are stacked and searched in one go.
+
+``span_scoring="squad"`` reproduces the SQuAD reference
 post-processing (Hugging Face ``utils_qa.postprocess_qa_predictions``): per window the top
 ``n_best_size`` starts x top ``n_best_size`` ends (as one outer sum, not a double loop), valid spans
 only (context tokens, ``end >= start``, at most ``max_answer_len`` tokens), score = start + end logit,
@@ -10,7 +22,10 @@ the window where it is smallest, compared with the best span through ``null_scor
 Deliberate differences from the reference: when no valid span exists the answer is ``""`` with score
 0 (the reference invents the text ``"empty"``), and the ``top_k`` answers returned to users drop
 repeated character spans (overlapping windows find the same span twice); ``Prediction.nbest`` keeps
-the reference's list untouched.
+the reference's list untouched. An answer's ``score`` is the stock one (p_start x p_end of the span in
+its window, stock masking; the null answer: the smallest CLS p_start x p_end over the windows), so
+thresholds tuned on the stock pipeline carry over; ``Candidate.probability`` is the reference's
+softmax over the n-best.
 """
 
 from __future__ import annotations
@@ -34,15 +49,18 @@ class Candidate:
     end: int
     probability: float = 0.0
     is_null: bool = False
+    window: int = -1
+    start_token: int = -1
+    end_token: int = -1
 
 
 @dataclass
 class Prediction:
     """Answers for one example.
 
-    ``answers``: up to ``top_k`` dicts ``{"answer", "score", "start", "end"}`` (the stock pipeline's keys;
-    ``score`` is the softmax probability among the n-best candidates). ``null_score_diff``: null score
-    minus best span score (SQuAD v2 ``na_prob``; ``None`` without v2). ``nbest``: the reference n-best.
+    ``answers``: up to ``top_k`` dicts ``{"answer", "score", "start", "end"}`` (the stock pipeline's keys
+    and score). ``null_score_diff``: null score minus best span score (SQuAD v2 ``na_prob``; ``None``
+    without v2 or in ``"pipeline"`` mode). ``nbest``: the reference n-best (``"squad"`` mode only).
     """
 
     answers: list[dict]
@@ -78,6 +96,180 @@ def window_candidates(
     return s, e, start_logits[s] + end_logits[e]
 
 
+MASKED = -10000.0  # the stock pipeline's logit for tokens an answer may not use
+
+
+def answerable_tokens(offsets: np.ndarray, cls_index: int, context_first: bool = False) -> np.ndarray:
+    """Tokens the stock pipeline lets an answer use: context tokens and CLS; every token when the
+    tokenizer puts the context first (its ``p_mask`` is all zeros then).
+
+    Example: offsets ``[-1, -1, (0, 5), -1]`` with CLS at 0 -> ``[True, False, True, False]``.
+    """
+    if context_first:
+        return np.ones(len(offsets), dtype=bool)
+    mask = offsets[:, 0] != NO_OFFSET
+    mask[cls_index] = True
+    return mask
+
+
+def stock_probabilities(
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    answerable: Sequence[np.ndarray],
+    padded_length: int,
+    left_padding: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-window start/end probabilities as the stock pipeline computes them, for windows padded to one
+    length: ``(p_start, p_end, null)`` with ``p_*`` of shape ``(n, padded_length)`` (float32, position 0
+    zeroed) and ``null[i] = p_start[i, 0] * p_end[i, 0]`` taken before that.
+
+    Example: one window, logits ``[0, 1, 2]``, all answerable -> p_start ``[0, .245, .665]``.
+    """
+    n = len(start_logits)
+    start = np.full((n, padded_length), MASKED, dtype=np.float32)
+    end = np.full((n, padded_length), MASKED, dtype=np.float32)
+    for i, (s, e, ok) in enumerate(zip(start_logits, end_logits, answerable)):
+        lo = padded_length - len(s) if left_padding else 0
+        start[i, lo : lo + len(s)] = np.where(ok, np.asarray(s, dtype=np.float32), np.float32(MASKED))
+        end[i, lo : lo + len(e)] = np.where(ok, np.asarray(e, dtype=np.float32), np.float32(MASKED))
+    # Row-wise, these are the stock expressions on its (1, L) arrays (same float32 sums and rounding).
+    start = np.exp(start - start.max(axis=-1, keepdims=True))
+    start = start / start.sum(axis=-1, keepdims=True)
+    end = np.exp(end - end.max(axis=-1, keepdims=True))
+    end = end / end.sum(axis=-1, keepdims=True)
+    null = start[:, 0] * end[:, 0]
+    start[:, 0] = end[:, 0] = 0.0
+    return start, end, null
+
+
+def decode_spans(
+    p_start: np.ndarray, p_end: np.ndarray, allowed: np.ndarray, topk: int, max_answer_len: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The stock ``decode_spans`` for a stack of windows of one padded length: per window the
+    ``(starts, ends, scores)`` it returns, in its order.
+
+    The same selection calls run on arrays of the same shape and values, so ties (cells of probability
+    0 among them, which it returns when ``topk`` exceeds the valid spans) break the same way. ``allowed``
+    also admits position 0 for every window: the stock ``np.isin`` tests against the 2-D ``nonzero()``
+    tuple, whose row indices are all 0.
+    """
+    n, length = p_start.shape
+    outer = p_start[:, :, None] * p_end[:, None, :]
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = candidates.reshape(n, length * length)
+    if topk == 1:
+        idx = np.argmax(flat, axis=-1)[:, None]
+    elif flat.shape[1] < topk:
+        idx = np.argsort(-flat, axis=-1)
+    else:
+        part = np.argpartition(-flat, topk, axis=-1)[:, :topk]
+        idx = np.take_along_axis(part, np.argsort(-np.take_along_axis(flat, part, -1), axis=-1), -1)
+    starts, ends = idx // length, idx % length
+    allowed = allowed.copy()
+    allowed[:, 0] = True
+    rows = np.arange(n)[:, None]
+    keep = allowed[rows, starts] & allowed[rows, ends]
+    scores = candidates[rows, starts, ends]
+    return [(starts[i][keep[i]], ends[i][keep[i]], scores[i][keep[i]]) for i in range(n)]
+
+
+def _stock_char_spans(
+    stock_offsets: np.ndarray, starts: np.ndarray, ends: np.ndarray, align_to_words: bool
+) -> tuple[list[int], list[int]]:
+    """The stock ``get_indices`` for token spans of one window (token indices without padding).
+
+    Word-aligned when both ends have a word in the context, else the raw token offsets (the stock code
+    falls back on any failed lookup; a negative index is Python's from-the-end list index there).
+    """
+    n = len(stock_offsets)
+    s, e = starts % n, ends % n
+    raw_start, raw_end = stock_offsets[s, 0], stock_offsets[e, 1]
+    if not align_to_words:
+        return raw_start.tolist(), raw_end.tolist()
+    word_start, word_end = stock_offsets[s, 2], stock_offsets[e, 3]
+    aligned = (starts >= 0) & (ends >= 0) & (word_start != NO_OFFSET) & (word_end != NO_OFFSET)
+    return np.where(aligned, word_start, raw_start).tolist(), np.where(aligned, word_end, raw_end).tolist()
+
+
+def postprocess_stock(
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    stock_offsets: Sequence[np.ndarray],
+    answerable: Sequence[np.ndarray],
+    example_index: np.ndarray,
+    contexts: Sequence[str],
+    *,
+    padded_length: np.ndarray | None = None,
+    pad_shift: np.ndarray | None = None,
+    left_padding: bool = False,
+    top_k: int = 1,
+    max_answer_len: int = 15,
+    handle_impossible_answer: bool = False,
+    align_to_words: bool = True,
+    group_size: int = 16,
+) -> list[Prediction]:
+    """``span_scoring="pipeline"``: the stock pipeline's answers for every example (see the module doc).
+
+    ``padded_length[i]``: the length window ``i`` is padded to in the stock pipeline's batch (its own
+    length with ``batch_size=1``); ``pad_shift[i]``: the pad-token count the stock code subtracts from
+    token indices of left-padded windows. Windows are grouped by ``example_index`` in window order.
+    """
+    n_windows = len(start_logits)
+    lengths = np.array([len(s) for s in start_logits], dtype=np.int64)
+    padded_length = lengths if padded_length is None else np.asarray(padded_length, dtype=np.int64)
+    if pad_shift is None:
+        pad_shift = padded_length - lengths if left_padding else np.zeros(n_windows, dtype=np.int64)
+    pre_topk = top_k * 2 + 10 if align_to_words else top_k
+    spans: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * n_windows  # type: ignore[list-item]
+    null = np.zeros(n_windows, dtype=np.float32)
+    for length in np.unique(padded_length).tolist():
+        same = np.flatnonzero(padded_length == length)
+        # Bounded memory: a (group, L, L) float32 cube per step.
+        step = max(1, min(group_size, (64 << 20) // (16 * length * length)))
+        for lo in range(0, same.size, step):
+            ids = same[lo : lo + step]
+            p_start, p_end, null[ids] = stock_probabilities(
+                [start_logits[i] for i in ids],
+                [end_logits[i] for i in ids],
+                [answerable[i] for i in ids],
+                length,
+                left_padding,
+            )
+            allowed = np.zeros((ids.size, length), dtype=bool)
+            for row, i in enumerate(ids):
+                first = length - lengths[i] if left_padding else 0
+                allowed[row, first : first + lengths[i]] = answerable[i]
+            for i, found in zip(ids, decode_spans(p_start, p_end, allowed, pre_topk, max_answer_len)):
+                spans[i] = found
+
+    order = np.argsort(example_index, kind="stable")
+    bounds = np.searchsorted(np.asarray(example_index)[order], np.arange(len(contexts) + 1))
+    out = []
+    for ex, context in enumerate(contexts):
+        merged: dict[str, dict] = {}
+        min_null = 1000000.0
+        for i in order[bounds[ex] : bounds[ex + 1]].tolist():
+            if handle_impossible_answer:
+                min_null = min(min_null, float(null[i]))
+            starts, ends, scores = spans[i]
+            c_start, c_end = _stock_char_spans(
+                stock_offsets[i], starts - pad_shift[i], ends - pad_shift[i], align_to_words
+            )
+            for a, b, score in zip(c_start, c_end, scores.tolist()):
+                text = context[a:b]
+                found = merged.get(text.lower())
+                if found is not None:
+                    found["score"] += score
+                else:
+                    merged[text.lower()] = {"score": score, "start": a, "end": b, "answer": text}
+        answers = list(merged.values())
+        if handle_impossible_answer:
+            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
+        out.append(Prediction(answers=answers, null_score_diff=None, nbest=[]))
+    return out
+
+
 def _softmax(scores: np.ndarray) -> np.ndarray:
     exp = np.exp(scores - scores.max())
     return exp / exp.sum()
@@ -95,20 +287,32 @@ def postprocess_example(
     top_k: int = 1,
     version_2: bool = False,
     null_score_diff_threshold: float = 0.0,
+    answerable: Sequence[np.ndarray] | None = None,
 ) -> Prediction:
-    """Answers for one example from the logits and context offsets of all its windows."""
+    """Answers for one example from the logits and context offsets of all its windows (``"squad"`` mode).
+
+    ``answerable``: per window, the tokens the stock pipeline's masking keeps (default: context tokens
+    and CLS, see :func:`answerable_tokens`); only the stock ``score`` of the answers depends on it.
+    """
     spans: list[tuple[np.ndarray, ...]] = []
     null_score, null_start, null_end = np.inf, 0.0, 0.0
-    for start, end, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
+    stock_p, stock_null = [], 1000000.0
+    for w, (start, end, offs, cls) in enumerate(zip(start_logits, end_logits, offsets, cls_index)):
+        ok = answerable[w] if answerable is not None else answerable_tokens(offs, cls)
+        p_start, p_end, p_null = stock_probabilities([start], [end], [ok], len(start))
+        stock_p.append((p_start[0], p_end[0]))
+        stock_null = min(stock_null, float(p_null[0]))
         start = np.asarray(start, dtype=np.float64)
         end = np.asarray(end, dtype=np.float64)
         s, e, score = window_candidates(start, end, offs, n_best_size, max_answer_len)
-        spans.append((score, start[s], end[e], offs[s, 0], offs[e, 1]))
+        spans.append((score, start[s], end[e], offs[s, 0], offs[e, 1], np.full(s.size, w), s, e))
         window_null = start[cls] + end[cls]
         if window_null < null_score:
             null_score, null_start, null_end = window_null, start[cls], end[cls]
 
-    scores, s_logit, e_logit, c_start, c_end = (np.concatenate(parts) for parts in zip(*spans))
+    scores, s_logit, e_logit, c_start, c_end, window, s_tok, e_tok = (
+        np.concatenate(parts) for parts in zip(*spans)
+    )
     null = Candidate(float(null_score), float(null_start), float(null_end), 0, 0, is_null=True)
     n_spans = len(scores)
     if version_2:
@@ -118,7 +322,11 @@ def postprocess_example(
     order = np.argsort(-scores, kind="stable")[:n_best_size]
     kept = order[order != n_spans]
     columns = (scores[kept], s_logit[kept], e_logit[kept], c_start[kept], c_end[kept])
-    spans_iter = (Candidate(*values) for values in zip(*(column.tolist() for column in columns)))
+    tokens = (window[kept], s_tok[kept], e_tok[kept])
+    spans_iter = (
+        Candidate(*values, window=w, start_token=a, end_token=b)
+        for values, (w, a, b) in zip(zip(*(c.tolist() for c in columns)), zip(*(t.tolist() for t in tokens)))
+    )
     nbest = [null if i == n_spans else next(spans_iter) for i in order.tolist()]
     if version_2 and not any(c.is_null for c in nbest):
         nbest.append(null)
@@ -153,9 +361,12 @@ def postprocess_example(
         if key in seen:
             continue
         seen.add(key)
-        answers.append(
-            {"answer": context[cand.start : cand.end], "score": cand.probability, "start": cand.start, "end": cand.end}
-        )
+        if cand.is_null:
+            score = stock_null
+        else:
+            p_start, p_end = stock_p[cand.window]
+            score = float(p_start[cand.start_token] * p_end[cand.end_token])
+        answers.append({"answer": context[cand.start : cand.end], "score": score, "start": cand.start, "end": cand.end})
         if len(answers) == top_k:
             break
     return Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest)
@@ -168,9 +379,10 @@ def postprocess(
     example_index: np.ndarray,
     cls_index: np.ndarray,
     contexts: Sequence[str],
+    answerable: Sequence[np.ndarray] | None = None,
     **settings,
 ) -> list[Prediction]:
-    """Answers for every example; windows are grouped by ``example_index`` (any order).
+    """``"squad"`` answers for every example; windows are grouped by ``example_index`` (any order).
 
     ``settings`` are :func:`postprocess_example`'s keyword arguments.
     """
@@ -189,6 +401,7 @@ def postprocess(
                 [offsets[i] for i in idx],
                 [int(cls_index[i]) for i in idx],
                 context,
+                answerable=[answerable[i] for i in idx] if answerable is not None else None,
                 **settings,
             )
         )
