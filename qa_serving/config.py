@@ -82,13 +82,10 @@ class QAConfig:
 
         Example: ``QAConfig.stock(model_max_length=128)`` -> max_length 128, doc_stride 64.
         """
-        max_length = min(model_max_length or 384, 384)
+        max_length = changes.pop("max_length", None) or min(model_max_length or 384, 384)
+        doc_stride = changes.pop("doc_stride", None) or min(max_length // 2, 128)
         base = cls(
-            span_scoring="pipeline",
-            max_length=max_length,
-            doc_stride=min(max_length // 2, 128),
-            max_question_len=64,
-            max_answer_len=15,
+            span_scoring="pipeline", max_length=max_length, doc_stride=doc_stride, max_question_len=64, max_answer_len=15
         )
         return base.replace(**changes)
 

@@ -20,15 +20,28 @@ Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 def window_logits(
-    backend: Backend, features: Features, config: QAConfig, progress: bool = False
+    backend: Backend,
+    features: Features,
+    config: QAConfig,
+    progress: bool = False,
+    pad_lengths: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Run every window through ``backend`` in length-sorted batches; logits come back unpadded."""
+    """Run every window through ``backend`` in length-sorted batches; logits come back unpadded.
+
+    ``pad_lengths``: pad each window to exactly this length (batches of equal lengths). For left padding
+    in ``"pipeline"`` mode: absolute-position models (BERT) give other logits under other left padding,
+    so windows are padded as the stock pipeline's batches pad them.
+    """
     starts: list[np.ndarray | None] = [None] * len(features)
     ends: list[np.ndarray | None] = [None] * len(features)
-    pad_to = config.max_length if config.pad_to_max_length else None
-    fixed = pad_to is not None
-    groups = plan_batches(features.lengths, config.batch_size, config.max_padding, fixed_shape=fixed)
-    batches = (make_batch(features, indices, pad_to) for indices in groups)
+    if pad_lengths is not None:
+        groups = plan_batches(pad_lengths, config.batch_size, max_padding=0.0)
+        batches = (make_batch(features, indices, int(pad_lengths[indices[0]])) for indices in groups)
+    else:
+        pad_to = config.max_length if config.pad_to_max_length else None
+        fixed = pad_to is not None
+        groups = plan_batches(features.lengths, config.batch_size, config.max_padding, fixed_shape=fixed)
+        batches = (make_batch(features, indices, pad_to) for indices in groups)
     for batch in tqdm(batches, total=len(groups), desc="windows", unit="batch", disable=not progress):
         start, end = backend(batch.inputs)
         for i, s, e in zip(batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)):
@@ -190,7 +203,8 @@ def answer_stream(
             if first < n_windows:
                 features, padded = _first_windows(features, first), padded[:first]
             position, carried = next_position, next_carried
-        starts, ends = window_logits(backend, features, config)
+        left = stock and features.padding_side == "left"
+        starts, ends = window_logits(backend, features, config, pad_lengths=padded if left else None)
         yield from answers_from_logits(features, starts, ends, cs[:n_done], config, top_k, padded_length=padded)
         pending, want = pending[n_done:], chunk_size
         if exhausted and not pending:
