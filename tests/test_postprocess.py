@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from bench.reference_postprocess import reference_postprocess
-from qa_serving.postprocess import postprocess, postprocess_example, window_candidates
+from qa_serving.postprocess import (
+    decode_spans,
+    postprocess,
+    postprocess_example,
+    postprocess_stock,
+    stock_probabilities,
+    window_candidates,
+)
 from qa_serving.windowing import NO_OFFSET
 
 # --- random windows -----------------------------------------------------------------------------------
@@ -180,15 +187,26 @@ def _one(start=START, end=END, **settings):
     return postprocess_example([start], [end], [OFFSETS], [0], CONTEXT, **settings)
 
 
+def _stock_score(start, end, s, e) -> float:
+    """p_start[s] x p_end[e] as the stock pipeline defines it, by hand: softmax over the context tokens
+    and CLS (the tokens of OFFSETS that are not -1, and 0)."""
+    ok = np.r_[0, np.flatnonzero(OFFSETS[:, 0] != NO_OFFSET)]
+    p_start = np.exp(start[s]) / np.exp(start[ok]).sum()
+    p_end = np.exp(end[e]) / np.exp(end[ok]).sum()
+    return float(p_start * p_end)
+
+
 def test_golden_best_span_and_probabilities():
     # Top-2 starts: beta (3), gamma (2); top-2 ends: gamma (4), delta (2).
     # Spans: beta..gamma 7, gamma..gamma 6, beta..delta 5, gamma..delta 4; n-best keeps 7 and 6.
     pred = _one(n_best_size=2, top_k=2)
     assert [(c.start, c.end, c.score) for c in pred.nbest] == [(6, 16, 7.0), (11, 16, 6.0)]
     p = 1 / (1 + math.exp(-1))
+    assert [c.probability for c in pred.nbest] == pytest.approx([p, 1 - p], abs=1e-15)  # the reference's
+    # Users get the stock score (p_start x p_end): thresholds tuned on the stock pipeline carry over.
     assert pred.answers == [
-        {"answer": "beta gamma", "score": pytest.approx(p, abs=1e-15), "start": 6, "end": 16},
-        {"answer": "gamma", "score": pytest.approx(1 - p, abs=1e-15), "start": 11, "end": 16},
+        {"answer": "beta gamma", "score": pytest.approx(_stock_score(START, END, 4, 5), rel=1e-6), "start": 6, "end": 16},
+        {"answer": "gamma", "score": pytest.approx(_stock_score(START, END, 5, 5), rel=1e-6), "start": 11, "end": 16},
     ]
     assert pred.null_score_diff is None
 
@@ -197,9 +215,8 @@ def test_golden_max_answer_len_one():
     # Single tokens only: gamma 2+4=6 beats delta 0+2, beta 3+1=4, alpha 1+0.
     pred = _one(n_best_size=20, max_answer_len=1, top_k=4)
     assert [a["answer"] for a in pred.answers] == ["gamma", "beta", "delta", "alpha"]
-    scores = np.array([6.0, 4.0, 2.0, 1.0])
-    expected = np.exp(scores - 6) / np.exp(scores - 6).sum()
-    np.testing.assert_allclose([a["score"] for a in pred.answers], expected, rtol=0, atol=1e-15)
+    expected = [_stock_score(START, END, i, i) for i in (5, 4, 6, 3)]
+    np.testing.assert_allclose([a["score"] for a in pred.answers], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -240,8 +257,11 @@ def test_golden_min_null_score_over_windows_and_distinct_top_k():
     assert pred.null_score_diff == -5.0 - 7.0  # the smaller null (second window) against the best span
     assert [(a["answer"], a["start"], a["end"]) for a in pred.answers] == [("beta gamma", 6, 16), ("", 0, 0)]
     z = math.exp(0) + math.exp(-0.5) + math.exp(-12)
-    assert pred.answers[0]["score"] == pytest.approx(1 / z, abs=1e-15)
-    assert pred.answers[1]["score"] == pytest.approx(math.exp(-12) / z, abs=1e-15)
+    assert [c.probability for c in pred.nbest] == pytest.approx([1 / z, math.exp(-0.5) / z, math.exp(-12) / z])
+    # Stock scores: the span in the window it came from; the null: the smaller CLS p_start x p_end.
+    assert pred.answers[0]["score"] == pytest.approx(_stock_score(START, END, 4, 5), rel=1e-6)
+    null = min(_stock_score(START, END, 0, 0), _stock_score(second_start, second_end, 0, 0))
+    assert pred.answers[1]["score"] == pytest.approx(null, rel=1e-6)
 
 
 def test_no_valid_span_gives_empty_answer_without_v2():
@@ -278,11 +298,10 @@ def test_top_k_answers_are_distinct_and_sorted(seed, v2):
     assert len(spans) == len(set(spans))
     for a in pred.answers:
         assert a["answer"] == context[a["start"] : a["end"]]
-    # The first answer is the decision; the rest follow by score.
-    tail = [a["score"] for a in pred.answers[1:]]
-    assert tail == sorted(tail, reverse=True)
+    assert all(0.0 <= a["score"] <= 1.0 for a in pred.answers)
+    # Ranked by the reference score (start + end logits), not by the stock score they carry.
     if not v2:
-        assert pred.answers[0]["score"] >= max(tail, default=0.0)
+        assert spans == list(dict.fromkeys((c.start, c.end) for c in pred.nbest))[:10]
     assert len(pred.answers) == min(10, len({(c.start, c.end) for c in pred.nbest}))
 
 
@@ -302,3 +321,75 @@ def test_float32_logits_are_scored_in_float64():
     pred = _one(start32, end32, n_best_size=2)
     assert pred.nbest[0].score == float(np.float64(start32[4]) + np.float64(end32[5]))
     assert pred.text == "beta gamma"
+
+
+# --- "pipeline" mode: the stock pipeline's scoring ----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("topk", [1, 12, 50, 400])
+def test_stacked_decode_spans_equals_stock_select_starts_ends(seed, topk):
+    """Stacked windows give what the stock code gives window by window, ties and 0-score cells included."""
+    from transformers.pipelines.question_answering import select_starts_ends
+
+    rng = np.random.default_rng(seed)
+    length, n = int(rng.integers(8, 40)), 4
+    logits = rng.normal(0, 30, size=(2, n, length)).astype(np.float32)
+    logits[:, :, rng.random(length) < 0.2] = 1.0  # exact ties
+    answerable = rng.random((n, length)) < 0.6
+    answerable[:, 0] = True  # CLS
+    max_len = int(rng.integers(1, 10))
+    p_start, p_end, null = stock_probabilities(list(logits[0]), list(logits[1]), list(answerable), length)
+    ours = decode_spans(p_start, p_end, answerable, topk, max_len)
+    for i in range(n):
+        p_mask = (~answerable[i]).astype(np.int64)[None]
+        starts, ends, scores, min_null = select_starts_ends(
+            logits[0, i][None], logits[1, i][None], p_mask, None, 1e6, topk, True, max_len
+        )
+        assert ours[i][0].tolist() == starts.tolist() and ours[i][1].tolist() == ends.tolist()
+        assert ours[i][2].tolist() == scores.tolist()
+        assert float(null[i]) == min_null
+
+
+#          0      1     2      3      4      5      6
+# tokens: [CLS]  who  [SEP]  Paris  paris  rome  [SEP]
+STOCK_CONTEXT = "Paris paris rome"
+STOCK_OFFSETS = np.array([[0, 0], [0, 3], [0, 0], [0, 5], [6, 11], [12, 16], [0, 0]])
+# Raw offsets, then the word-aligned span (-1: no word in the context).
+STOCK_SPANS = np.concatenate([STOCK_OFFSETS, STOCK_OFFSETS], axis=1)
+STOCK_SPANS[[0, 1, 2, 6], 2:] = NO_OFFSET
+STOCK_OK = np.array([True, False, False, True, True, True, False])
+
+
+def _stock(start, end, **settings):
+    return postprocess_stock([start], [end], [STOCK_SPANS], [STOCK_OK], np.array([0]), [STOCK_CONTEXT], **settings)[0]
+
+
+def test_golden_stock_merges_answers_of_the_same_text_and_appends_the_null():
+    start = np.array([1.0, 0, 0, 2.0, 2.0, 0.0, 0])
+    end = np.array([1.0, 0, 0, 2.0, 2.0, 0.0, 0])
+    z = math.exp(1) + 2 * math.exp(2) + math.exp(0)
+    p = {i: math.exp(v) / z for i, v in enumerate(start) if STOCK_OK[i]}
+    pred = _stock(start, end, max_answer_len=1, top_k=3, handle_impossible_answer=True)
+    # "Paris" and "paris" are one answer (lower-cased text), their scores summed, kept at the first span.
+    assert [(a["answer"], a["start"], a["end"]) for a in pred.answers] == [("Paris", 0, 5), ("", 0, 0), ("rome", 12, 16)]
+    assert pred.answers[0]["score"] == pytest.approx(p[3] * p[3] + p[4] * p[4], rel=1e-6)
+    assert pred.answers[1]["score"] == pytest.approx(p[0] * p[0], rel=1e-6)  # CLS, before it is masked
+    assert pred.answers[2]["score"] == pytest.approx(p[5] * p[5], rel=1e-6)
+
+
+def test_golden_stock_top_k_beyond_the_valid_spans_returns_zero_score_spans():
+    # 3 context tokens, max_answer_len 1: 3 valid spans, 2 distinct texts; top_k 4 asks for 18 cells, so
+    # cells of probability 0 (end before start, or the masked CLS) fill the list, as in the stock code.
+    start = end = np.array([0.0, 0, 0, 1.0, 1.0, 3.0, 0])
+    pred = _stock(start, end, max_answer_len=1, top_k=4)
+    assert len(pred.answers) == 4 and pred.answers[0]["answer"] == "rome"
+    assert [a["score"] for a in pred.answers[2:]] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("handle_impossible", [False, True])
+def test_large_logits_do_not_overflow_the_stock_softmax(handle_impossible):
+    rng = np.random.default_rng(1)
+    start, end = rng.normal(size=7) * 1e4, rng.normal(size=7) * 1e4
+    pred = _stock(start, end, top_k=5, handle_impossible_answer=handle_impossible)
+    assert pred.answers and all(np.isfinite(a["score"]) and 0.0 <= a["score"] <= 1.0 for a in pred.answers)
