@@ -30,6 +30,10 @@ from typing import Any
 
 import numpy as np
 
+# One copy each, in the library; re-exported here for the bench scripts.
+from qa_serving.hardware import available_cpus, cpu_model, key_flags
+from qa_serving.tables import Column, key_value_table, markdown_table, table_header, table_rows  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 CACHE_DIR = REPO_ROOT / "runs" / "bench"  # gitignored: generated models, ONNX exports, archives
@@ -48,30 +52,6 @@ def default_eval_file() -> Path:
 # --- machine record ---------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
-
-
 def _mem_total_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -80,14 +60,6 @@ def _mem_total_gib() -> float | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _version(dist: str) -> str:
@@ -115,9 +87,9 @@ def machine_info() -> dict[str, Any]:
     """CPU, cores, memory, load, GPU (via torch.cuda) and library versions, as a flat dict."""
     info: dict[str, Any] = {
         "date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "CPU": _cpu_model(),
-        "CPU flags": _cpu_flags(),
-        "logical CPUs / usable by this process": f"{os.cpu_count()} / {usable_cpus()}",
+        "CPU": cpu_model(),
+        "CPU flags": key_flags(),
+        "logical CPUs / usable by this process": f"{os.cpu_count()} / {available_cpus()}",
         "memory (GiB)": f"{_mem_total_gib():.1f}" if _mem_total_gib() else "?",
         "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         "OS": f"{platform.system()} {platform.release()}",
@@ -159,9 +131,7 @@ def machine_info() -> dict[str, Any]:
 
 def machine_markdown(info: Mapping[str, Any]) -> str:
     """The machine record as a two-column markdown table."""
-    lines = ["| machine | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in info.items()]
-    return "\n".join(lines)
+    return key_value_table(info, ("machine", ""))
 
 
 # --- timing -----------------------------------------------------------------------------------------
@@ -205,46 +175,6 @@ def set_threads(threads: int) -> int:
 
 
 # --- tables and reports -----------------------------------------------------------------------------
-
-
-@dataclass
-class Column:
-    """One table column: ``key`` of the row dicts, its ``header``, a format spec or a callable."""
-
-    key: str
-    header: str
-    fmt: str | Callable[[Any], str] = ""
-    align: str = "right"  # right | left
-
-
-def _cell(value: Any, fmt: str | Callable[[Any], str]) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "—"
-    if callable(fmt):
-        return fmt(value)
-    return format(value, fmt) if fmt else str(value)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
-    """Rows as a markdown table; missing values and NaN print as ``—``.
-
-    Example: ``markdown_table([{"a": 1.234}], [Column("a", "A", ".1f")])`` -> ``"| A |\\n|---:|\\n| 1.2 |"``.
-    """
-    head = "| " + " | ".join(c.header for c in columns) + " |"
-    rule = "|" + "|".join("---:" if c.align == "right" else "---" for c in columns) + "|"
-    body = ["| " + " | ".join(_cell(row.get(c.key), c.fmt) for c in columns) + " |" for row in rows]
-    return "\n".join([head, rule, *body])
-
-
-def table_rows(markdown: str) -> list[list[str]]:
-    """Cells of a markdown table's body rows (for tests and for reading results back)."""
-    lines = [ln for ln in markdown.strip().splitlines() if ln.startswith("|")]
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
-
-
-def table_header(markdown: str) -> list[str]:
-    first = next(ln for ln in markdown.strip().splitlines() if ln.startswith("|"))
-    return [c.strip() for c in first.strip("|").split("|")]
 
 
 def write_report(name: str, title: str, sections: Sequence[str], results_dir: str | Path) -> Path:
@@ -561,27 +491,6 @@ def export_variants(model_dir: str | Path, out_dir: str | Path, *, device: str =
     result = export_onnx(model_dir, out_dir, optimize="O2", quantize="auto", device=device, overwrite=True)
     marker.write_text(json.dumps({"source": source, "quantize": result.quantize}) + "\n")
     return {k: Path(v) for k, v in result.variants().items()}
-
-
-def ort_model(folder: str | Path, threads: int | None = None, device: str = "cpu"):
-    """An Optimum ORT model of the one ``.onnx`` in ``folder`` on ``device``'s provider.
-
-    ``threads``: intra-op threads (as torch gets); ``None`` keeps ONNX Runtime's default (what the
-    TorchServe handler and ``load_backend`` use).
-    """
-    import onnxruntime
-    from optimum.onnxruntime import ORTModelForQuestionAnswering
-
-    folder = Path(folder)
-    names = sorted(p.name for p in folder.glob("*.onnx"))
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
-    return ORTModelForQuestionAnswering.from_pretrained(
-        str(folder), file_name=names[0], provider=provider, session_options=options
-    )
 
 
 def cache_name(model_dir: str | Path) -> str:

@@ -29,6 +29,7 @@ from bench.common import (
     CACHE_DIR,
     RESULTS_DIR,
     Column,
+    available_cpus,
     cache_name,
     export_variants,
     load_eval_set,
@@ -36,10 +37,8 @@ from bench.common import (
     machine_markdown,
     markdown_table,
     model_label,
-    ort_model,
     random_distilbert,
     save_bar_plot,
-    usable_cpus,
     write_report,
 )
 from bench.reference_postprocess import reference_postprocess
@@ -79,13 +78,13 @@ def load_backend_for(kind: str, model_dir: Path, onnx_dirs: dict[str, Path], thr
     int8 always on CPU (dynamic quantization has CPU kernels only)."""
     import onnxruntime
 
-    from qa_serving.backends import TorchBackend, load_model, make_backend
+    from qa_serving.backends import TorchBackend, load_model, load_onnx_model, make_backend
 
     if kind == "torch":
         return TorchBackend(load_model(model_dir, backend="torch"), device=device), device
     cuda_ok = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     ort_device = device if device.startswith("cuda") and cuda_ok and kind != "int8" else "cpu"
-    return make_backend(ort_model(onnx_dirs[kind], threads, ort_device)), ort_device
+    return make_backend(load_onnx_model(onnx_dirs[kind], device=ort_device, threads=threads)), ort_device
 
 
 def measure_backend(kind, backend, tokenizer, eval_set, config, repeat: int) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=250, help="questions")
     p.add_argument("--long-share", type=float, default=0.25, help="share of questions given a long context")
     p.add_argument("--backends", default="torch,int8", help="torch and/or ONNX variants fp32, O2, int8")
-    p.add_argument("--threads", type=int, default=usable_cpus(), help="torch and ONNX Runtime threads")
+    p.add_argument("--threads", type=int, default=available_cpus(), help="torch and ONNX Runtime threads")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (int8 always runs on CPU)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--repeat", type=int, default=5, help="postprocess timings: median of this many runs")

@@ -42,6 +42,7 @@ from bench.common import (
     RESULTS_DIR,
     Column,
     EvalSet,
+    available_cpus,
     cache_name,
     export_variants,
     latency_summary,
@@ -52,7 +53,6 @@ from bench.common import (
     model_label,
     random_distilbert,
     save_line_plot,
-    usable_cpus,
     write_report,
 )
 
@@ -182,7 +182,7 @@ def in_process_qps(model_folder: Path, backend: str, eval_set: EvalSet, chunk: i
     from qa_serving.config import QAConfig
     from qa_serving.inference import answer
 
-    torch.set_num_threads(usable_cpus())
+    torch.set_num_threads(available_cpus())
     config = QAConfig.from_model_dir(model_folder)
     tokenizer = AutoTokenizer.from_pretrained(model_folder, use_fast=True)
     be = load_backend(model_folder, backend="onnx" if backend.startswith("onnx") else "torch", device="cpu")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from qa_serving.hardware import available_cpus, cpu_model
 from qa_serving.serving import Ports, build_archive, start_server
+from qa_serving.tables import Column, markdown_table
 
 
 def scratch_model_dir(root: Path, size: str, examples: list[dict]) -> Path:
@@ -157,16 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_config(store, root, workers, threads, args, examples))
             print(f"done {config}: {rows[-1]}", file=sys.stderr, flush=True)
 
-    cores = os.cpu_count()
+    cores = available_cpus()
     print(f"\nModel: {args.model or f'scratch BERT {args.size} (untrained)'}, max_length 384; "
           f"{args.requests} requests, {args.concurrency} concurrent clients, batchSize {args.batch_size}, "
-          f"maxBatchDelay {args.max_batch_delay_ms} ms; {cores} CPU cores ({platform.processor() or platform.machine()}), "
+          f"maxBatchDelay {args.max_batch_delay_ms} ms; {cores} CPU cores ({cpu_model()}), "
           f"load average before each run in the table.\n")  # fmt: skip
-    print("| workers x threads | questions/s | p50 ms | p95 ms | errors | load avg |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['workers']} x {r['threads']} | {r['questions_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['errors']}/{r['requests']} | {r['load_avg_1m']} |")  # fmt: skip
+    columns = [Column("config", "workers x threads", align="left"), Column("questions_per_s", "questions/s"),
+               Column("p50_ms", "p50 ms"), Column("p95_ms", "p95 ms"), Column("errors", "errors"),
+               Column("load_avg_1m", "load avg")]  # fmt: skip
+    table = [{**r, "config": f"{r['workers']} x {r['threads']}", "errors": f"{r['errors']}/{r['requests']}"}
+             for r in rows]  # fmt: skip
+    print(markdown_table(table, columns))
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "cores": cores, "rows": rows}, indent=2))
     return 0

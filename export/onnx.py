@@ -33,6 +33,7 @@ from pathlib import Path
 
 from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
+from qa_serving.hardware import cpu_flags
 from qa_serving.heads import MODEL_TYPE as FROZEN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -95,11 +96,7 @@ def detect_quantization_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
         return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "avx2"
-    return "avx512_vnni" if "avx512_vnni" in flags or "avx512vnni" in flags else "avx2"
+    return "avx512_vnni" if {"avx512_vnni", "avx512vnni"} & cpu_flags() else "avx2"
 
 
 def supported_model_types() -> list[str]:

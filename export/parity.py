@@ -30,6 +30,7 @@ from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.evaluation import evaluate_predictions, pick_metric
 from qa_serving.inference import Backend, answer, window_logits
+from qa_serving.tables import Column, markdown_table
 from qa_serving.windowing import prepare_features
 
 logger = logging.getLogger(__name__)
@@ -171,27 +172,27 @@ def quality_parity(
     )
 
 
+_PARITY_COLUMNS = [
+    Column("variant", "variant", align="left"),
+    Column("exact", "EM", ".2f"),
+    Column("f1", "F1", ".2f"),
+    Column("f1_drop", "F1 drop", "+.2f"),
+    Column("identical_spans", "identical spans", lambda v: f"{100 * v:.1f}%"),
+    Column("max_logit_diff", "max abs logit diff", ".1e"),
+    Column("questions_per_second", "questions/s", ".0f"),
+    Column("verdict", "verdict", align="left"),
+]
+
+
 def format_table(rows: Sequence[ParityRow]) -> str:
     """A markdown table of the rows (what the CLI prints and ``docs/export.md`` shows)."""
-    head = "| variant | EM | F1 | F1 drop | identical spans | max abs logit diff | questions/s | verdict |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
 
-    def opt(value, fmt: str) -> str:
-        return "—" if value is None else format(value, fmt)
+    def verdict(r: ParityRow) -> str:
+        if r.variant == "pytorch":
+            return "reference"
+        return "pass" if r.passed else "FAIL: " + "; ".join(r.problems)
 
-    for r in rows:
-        verdict = (
-            "reference"
-            if r.variant == "pytorch"
-            else ("pass" if r.passed else "FAIL: " + "; ".join(r.problems))
-        )
-        lines.append(
-            f"| {r.variant} | {r.exact:.2f} | {r.f1:.2f} | {opt(r.f1_drop, '+.2f')} | "
-            f"{opt(None if r.identical_spans is None else 100 * r.identical_spans, '.1f')}"
-            f"{'' if r.identical_spans is None else '%'} | {opt(r.max_logit_diff, '.1e')} | "
-            f"{r.questions_per_second:.0f} | {verdict} |"
-        )
-    return "\n".join(lines)
+    return markdown_table([{**asdict(r), "verdict": verdict(r)} for r in rows], _PARITY_COLUMNS)
 
 
 def _synthetic_dataset(n_articles: int = 20):

@@ -268,8 +268,14 @@ def load_openvino_model(
         raise QAError(f"OpenVINO could not load {path}: {err}") from err
 
 
-def load_onnx_model(path: str | Path, device: str | None = "cpu", file_name: str | None = None):
-    """Load an exported model folder with Optimum on the provider matching ``device``."""
+def load_onnx_model(
+    path: str | Path, device: str | None = "cpu", file_name: str | None = None, threads: int | None = None
+):
+    """Load an exported model folder with Optimum on the provider matching ``device``.
+
+    ``threads``: intra-op threads (one inter-op thread), as a benchmark gives torch; ``None`` keeps ONNX
+    Runtime's default (what the handler and :func:`load_backend` use).
+    """
     import onnxruntime
 
     ort_cls = _require_onnx()
@@ -294,6 +300,10 @@ def load_onnx_model(path: str | Path, device: str | None = "cpu", file_name: str
         else:
             file_name = names[0] if names else None
     kwargs: dict[str, Any] = {"provider": provider, "file_name": file_name}
+    if threads is not None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        kwargs["session_options"] = options
     if provider == "CUDAExecutionProvider" and ":" in device:
         kwargs["provider_options"] = {"device_id": int(device.split(":")[1])}
     return ort_cls.from_pretrained(str(path), **kwargs)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import QAError
+from .tables import key_value_table
 
 HUB_HOST = "huggingface.co"
 
@@ -241,7 +242,7 @@ def format_summary(s: dict) -> str:
         rows.append(("in-process answer", json.dumps(smp["in_process"], ensure_ascii=False)))
     for key, path in s.get("artifacts", {}).items():
         rows.append((key, path))
-    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    lines = [key_value_table(rows)]
     if "curl" in s:
         lines += ["", "try:  " + s["curl"]]
         lines += ["stop:  qa-serving serve --stop" + (f" --run-dir {s['server']['run_dir']}" if s.get("server") else "")]

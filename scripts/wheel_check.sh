@@ -20,7 +20,10 @@ cleanup() {
 trap cleanup EXIT
 
 step "build the wheel"
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$REPO" >/dev/null 2>&1
+# From a copy of the files git tracks or would track: an in-tree build/ could carry stale modules along.
+mkdir -p "$WORK/src"
+git ls-files -z -co --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$WORK/src"
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src" >/dev/null 2>&1
 WHEEL=$(ls "$WORK"/dist/qa_serving-*.whl)
 "$PY" - "$WHEEL" <<'EOF'
 import sys, zipfile

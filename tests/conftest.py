@@ -188,3 +188,36 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- served-model helpers (handler, server, scale-out tests) -----------------------------------------
+
+
+def save_tiny_span_model(path: Path, texts: list[str], head_scale: float = 50.0) -> Path:
+    """A tiny random span model + tokenizer (trained on ``texts``) + qa_config.json with small windows, so
+    long contexts split. The span head is scaled up: logits spread apart, answers do not hinge on float
+    noise between differently padded batches, and comparisons with the pipeline can be exact."""
+    import torch
+
+    from qa_serving.config import QAConfig
+    from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer(texts * 5, vocab_size=300)
+    model = scratch_model(tokenizer, "tiny", seed=0)
+    with torch.no_grad():
+        model.qa_outputs.weight.mul_(head_scale)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    QAConfig(max_length=64, doc_stride=16, max_question_len=16, batch_size=4).save(path)
+    return path
+
+
+def assert_same_answers(got, want) -> None:
+    """Same spans and texts as the reference (a dict, or lists of them); scores equal up to float noise."""
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_same_answers(g, w)
+        return
+    assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
+    assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-6)

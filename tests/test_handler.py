@@ -21,12 +21,12 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import qa_serving  # noqa: F401  (registers custom-qa)
+from qa_serving.errors import QAError
 from qa_serving.handlers import qa_handler
 from qa_serving.handlers.qa_handler import BATCH_SIZE_HEADER, QAHandler
 from qa_serving.serving.settings import HandlerSettings
-from qa_serving.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+
+from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",
@@ -44,21 +44,9 @@ GOOD = [
 ]
 
 
-def make_tiny_model(path: Path) -> Path:
-    """A tiny random span model + tokenizer + qa_config.json (small windows so long contexts split)."""
-    tokenizer = train_wordpiece_tokenizer(TEXTS * 5, vocab_size=300)
-    model = scratch_model(tokenizer, "tiny", seed=0)
-    with torch.no_grad():
-        model.qa_outputs.weight.mul_(50.0)  # spread the logits: no near-ties between candidates
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    QAConfig(max_length=64, doc_stride=16, max_question_len=16, batch_size=4).save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_qa"))
+    return save_tiny_span_model(tmp_path_factory.mktemp("tiny_qa"), TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +96,13 @@ def as_json(body) -> dict:
     return {"body": body}
 
 
-def assert_same(got, want) -> None:
-    """Same spans and texts as the pipeline; scores equal up to float noise."""
-    if isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want)
-        for g, w in zip(got, want):
-            assert_same(g, w)
-        return
-    assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
-    assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-6)
-
-
 def test_batch_of_single_requests_matches_pipeline(served, reference):
     handler, context = served
     outputs, statuses, headers = run_batch(handler, context, [as_json(ex) for ex in GOOD])
     assert statuses == [200] * len(GOOD)
     assert all(h[BATCH_SIZE_HEADER] == str(len(GOOD)) for h in headers)
     for out, ex in zip(outputs, GOOD):
-        assert_same(out, reference(question=ex["question"], context=ex["context"]))
+        assert_same_answers(out, reference(question=ex["question"], context=ex["context"]))
 
 
 def test_raw_bytes_and_text_bodies_are_parsed(served, reference):
@@ -141,7 +118,7 @@ def test_raw_bytes_and_text_bodies_are_parsed(served, reference):
     assert statuses == [200, 200, 200]
     want = reference(question=ex["question"], context=ex["context"])
     for out in outputs:
-        assert_same(out, want)
+        assert_same_answers(out, want)
 
 
 def test_list_bodies_and_per_request_settings(served, reference):
@@ -156,21 +133,21 @@ def test_list_bodies_and_per_request_settings(served, reference):
     ]
     outputs, statuses, _ = run_batch(handler, context, rows)
     assert statuses == [200] * len(rows)
-    assert_same(outputs[0], reference(GOOD[:3]))
-    assert_same(outputs[1], reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=3))
-    assert_same(
+    assert_same_answers(outputs[0], reference(GOOD[:3]))
+    assert_same_answers(outputs[1], reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=3))
+    assert_same_answers(
         outputs[2], reference(question=GOOD[0]["question"], context=GOOD[0]["context"], max_answer_len=2)
     )
-    assert_same(
+    assert_same_answers(
         outputs[3],
         reference(
             question=GOOD[1]["question"], context=GOOD[1]["context"], handle_impossible_answer=True, top_k=2
         ),
     )
-    assert_same(outputs[4][0], reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=2))
-    assert_same(outputs[4][1], reference(question=GOOD[4]["question"], context=GOOD[4]["context"]))
+    assert_same_answers(outputs[4][0], reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=2))
+    assert_same_answers(outputs[4][1], reference(question=GOOD[4]["question"], context=GOOD[4]["context"]))
     assert isinstance(outputs[5], list) and len(outputs[5]) == 1
-    assert_same(outputs[5][0], reference(question=GOOD[4]["question"], context=GOOD[4]["context"]))
+    assert_same_answers(outputs[5][0], reference(question=GOOD[4]["question"], context=GOOD[4]["context"]))
 
 
 BAD = [
@@ -197,6 +174,8 @@ BAD = [
     (as_json({**GOOD[0], "top_k": True}), 400, "'top_k' must be an integer"),
     (as_json({**GOOD[0], "max_answer_len": "3"}), 400, "'max_answer_len' must be an integer"),
     (as_json({**GOOD[0], "handle_impossible_answer": "yes"}), 400, "'handle_impossible_answer' must be true"),
+    # TorchServe forwards the raw bytes when its own json.loads fails (it recurses per level).
+    ({"body": b"[" * 5000 + b"]" * 5000}, 400, "nested more than 32 levels deep"),
 ]
 
 
@@ -212,7 +191,7 @@ def test_bad_requests_get_their_own_error_and_spare_the_batch(served, reference)
         assert status == want_status
         assert header["content-type"] == "application/json"
         if want_status == 200:
-            assert_same(out, reference(question=want["question"], context=want["context"]))
+            assert_same_answers(out, reference(question=want["question"], context=want["context"]))
         else:
             assert out["status"] == want_status and want in out["error"], out
 
@@ -235,7 +214,7 @@ def test_odd_but_valid_contexts_are_answered_like_the_pipeline(served, reference
         handler, context, [as_json({"question": "what?", "context": context_text})]
     )
     assert statuses == [200]
-    assert_same(outputs[0], reference(question="what?", context=context_text))
+    assert_same_answers(outputs[0], reference(question="what?", context=context_text))
 
 
 def test_module_entry_point_initializes_on_the_load_call(model_dir, monkeypatch, reference):
@@ -246,7 +225,7 @@ def test_module_entry_point_initializes_on_the_load_call(model_dir, monkeypatch,
     assert qa_handler._service.initialized
     context.request_processor = [RequestProcessor({})]
     [out] = qa_handler.handle([as_json(GOOD[0])], context)
-    assert_same(out, reference(question=GOOD[0]["question"], context=GOOD[0]["context"]))
+    assert_same_answers(out, reference(question=GOOD[0]["question"], context=GOOD[0]["context"]))
 
 
 def test_works_with_torchserves_mock_context(model_dir, reference):
@@ -257,7 +236,7 @@ def test_works_with_torchserves_mock_context(model_dir, reference):
     handler = QAHandler()
     handler.initialize(context)
     good, bad = handler.handle([as_json(GOOD[1]), as_json({"question": "x"})], context)
-    assert_same(good, reference(question=GOOD[1]["question"], context=GOOD[1]["context"]))
+    assert_same_answers(good, reference(question=GOOD[1]["question"], context=GOOD[1]["context"]))
     assert bad == {"error": "missing 'context'", "status": 400}
 
 
@@ -315,8 +294,8 @@ def test_onnx_backend_matches_its_pipeline(model_dir, tmp_path):
     outputs, statuses, _ = run_batch(handler, make_context(tmp_path / "archive", {"backend": "onnx"}), rows)
     assert statuses == [200] * (len(rows) - 1) + [400]
     for out, ex in zip(outputs, GOOD):
-        assert_same(out, reference(question=ex["question"], context=ex["context"]))
-    assert_same(
+        assert_same_answers(out, reference(question=ex["question"], context=ex["context"]))
+    assert_same_answers(
         outputs[len(GOOD)], reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=2)
     )
 

@@ -35,17 +35,17 @@ pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-s
 yaml = pytest.importorskip("yaml")
 
 import psutil
-import torch
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
+from qa_serving.config import QAConfig
+from qa_serving.errors import QAError
 from qa_serving.handlers.qa_handler import QAHandler
 from qa_serving.hardware import available_cpus
 from qa_serving.protocol import parse_v2_request
-from qa_serving.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
 from qa_serving.serving import HandlerSettings, apply_overrides, override_archive
+
+from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",
@@ -53,18 +53,6 @@ TEXTS = [
     "The cat sat on the mat. The dog slept in the garden near the old oak tree.",
 ]
 QUESTIONS = ["Who wrote Hamlet?", "When did Curie win the prize?", "Where did the dog sleep?"]
-
-
-def make_tiny_model(path: Path) -> Path:
-    """Tiny random span model with a scaled head (spread logits: no near-ties), small windows."""
-    tokenizer = train_wordpiece_tokenizer(TEXTS * 5, vocab_size=300)
-    model = scratch_model(tokenizer, "tiny", seed=0)
-    with torch.no_grad():
-        model.qa_outputs.weight.mul_(50.0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    QAConfig(max_length=64, doc_stride=16, max_question_len=16, batch_size=4).save(path)
-    return path
 
 
 def v2_body(questions: list[str], contexts: list[str], **extra) -> dict:
@@ -85,14 +73,9 @@ def v2_answers(response: dict) -> list[dict]:
     return [{k: columns[k][i] for k in ("answer", "score", "start", "end")} for i in range(n)]
 
 
-def assert_same(got: dict, want: dict) -> None:
-    assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
-    assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-6)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("scaleout_model"))
+    return save_tiny_span_model(tmp_path_factory.mktemp("scaleout_model"), TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +172,7 @@ def test_a_batch_mixing_v2_and_json_requests(model_dir, reference):
     assert statuses == [200, 200, 400, 200]
     assert out[0]["id"] == "a" and out[0]["model_name"] == "tiny"
     for got, q, c in zip(v2_answers(out[0]) + [out[1]] + v2_answers(out[3]), QUESTIONS, TEXTS):
-        assert_same(got, reference(question=q, context=c))
+        assert_same_answers(got, reference(question=q, context=c))
     assert "example 0: 'context' is empty" in out[2]["error"]
 
 
@@ -305,11 +288,9 @@ def test_gateway_checks_the_client_key_and_renews_torchserve_keys(fake_gateway):
 
 def test_gateway_answers_504_when_torchserve_never_answers(fake_gateway):
     url, _, requests, _ = fake_gateway
-    started = time.monotonic()
     reply = requests.post(f"{url}/predictions/slow", json={}, headers={"Authorization": f"Bearer {CLIENT_KEY}"},
                           timeout=30)  # fmt: skip
-    assert reply.status_code == 504 and "did not answer within 2s" in reply.json()["error"]
-    assert time.monotonic() - started < 10
+    assert reply.status_code == 504 and "did not answer within 2s" in reply.json()["error"]  # not a hang
 
 
 def test_gateway_needs_a_key_to_start(tmp_path, monkeypatch):
@@ -462,7 +443,7 @@ def test_v2_protocol_requests_on_the_real_server(server, gateway_url, reference)
         data = reply.json()
         assert (data["id"], data["model_name"], data["model_version"]) == ("req-7", "tiny", "1.0")
         for got, q, c in zip(v2_answers(data), QUESTIONS, TEXTS):
-            assert_same(got, reference(question=q, context=c))
+            assert_same_answers(got, reference(question=q, context=c))
     reply = post(server, "/v2/models/tiny/infer", v2_body(QUESTIONS[:1], TEXTS[:2]))
     assert reply.status_code == 400 and "same number" in reply.json()["error"]
     # The KServe request example of deploy/kserve/ as it is.

@@ -23,15 +23,14 @@ if shutil.which("java") is None:
     pytest.skip("TorchServe needs Java 17 (no `java` on PATH)", allow_module_level=True)
 
 import psutil
-import torch
 import yaml
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
-from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
 from qa_serving.serving import Ports, build_archive, start_server
+
+from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",
@@ -48,28 +47,6 @@ GOOD = [
 BATCH_SIZE, MAX_DELAY_MS = 8, 300  # a generous delay, so concurrent requests batch even on a slow CI box
 
 
-def make_tiny_model(path: Path) -> Path:
-    """Tiny random span model with a scaled head (spread logits: no near-ties), small windows."""
-    tokenizer = train_wordpiece_tokenizer(TEXTS * 5, vocab_size=300)
-    model = scratch_model(tokenizer, "tiny", seed=0)
-    with torch.no_grad():
-        model.qa_outputs.weight.mul_(50.0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    QAConfig(max_length=64, doc_stride=16, max_question_len=16, batch_size=4).save(path)
-    return path
-
-
-def assert_same(got, want) -> None:
-    if isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want)
-        for g, w in zip(got, want):
-            assert_same(g, w)
-        return
-    assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
-    assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-6)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("serve")
@@ -77,7 +54,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(root) -> Path:
-    return make_tiny_model(root / "model")
+    return save_tiny_span_model(root / "model", TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +149,12 @@ def test_single_and_list_requests_match_the_pipeline(server, reference):
     for ex in GOOD:
         reply = predict(server, ex)
         assert reply.status_code == 200, reply.text
-        assert_same(reply.json(), reference(question=ex["question"], context=ex["context"]))
+        assert_same_answers(reply.json(), reference(question=ex["question"], context=ex["context"]))
     reply = predict(server, GOOD[:3])
     assert reply.status_code == 200
-    assert_same(reply.json(), reference(GOOD[:3]))
+    assert_same_answers(reply.json(), reference(GOOD[:3]))
     reply = predict(server, {**GOOD[3], "top_k": 3, "max_answer_len": 5})
-    assert_same(reply.json(), reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=3,
+    assert_same_answers(reply.json(), reference(question=GOOD[3]["question"], context=GOOD[3]["context"], top_k=3,
                                         max_answer_len=5))  # fmt: skip
 
 
@@ -218,7 +195,7 @@ def test_concurrent_good_and_bad_requests_are_batched_and_isolated(server, refer
         batch_sizes.append(int(reply.headers["x-qa-batch-size"]))
         if kind == "good":
             assert reply.status_code == 200, reply.text
-            assert_same(reply.json(), reference(payload) if isinstance(payload, list) else
+            assert_same_answers(reply.json(), reference(payload) if isinstance(payload, list) else
                         reference(question=payload["question"], context=payload["context"]))  # fmt: skip
         else:
             _, status, message = payload
