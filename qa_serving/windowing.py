@@ -159,6 +159,27 @@ def _stock_offsets(raw: np.ndarray, word_ids: list, sequence_ids: list, context_
     return np.concatenate([raw, aligned], axis=1)
 
 
+def _trim_leading_space(offs: np.ndarray, is_space: np.ndarray) -> None:
+    """SentencePiece (XLM-R, "▁" pieces) gives a word-initial token the span of the space before it;
+    move such starts past the space (in place), so answers and labels begin at the word.
+    Example: ``"의 수도"``, token ``▁수도`` at (1, 4) -> (2, 4). WordPiece/BPE offsets never start on a
+    space nor overlap, so nothing changes for them.
+    """
+    for _ in range(4):  # one space per piece in practice; a few passes cover runs of spaces
+        ctx = offs[:, 0] != NO_OFFSET
+        lead = ctx & (offs[:, 1] - offs[:, 0] > 1)
+        lead[lead] = is_space[offs[lead, 0]]
+        if not lead.any():
+            break
+        offs[lead, 0] += 1
+    # A lone "▁" piece is no answer boundary: one spanning only spaces, or the added prefix space of a
+    # context that starts with a word (it gets the word's first character, overlapping the next piece).
+    ctx = np.flatnonzero(offs[:, 0] != NO_OFFSET)
+    blank = is_space[offs[ctx, 0]] & (offs[ctx, 1] - offs[ctx, 0] == 1)
+    blank[:-1] |= offs[ctx[:-1], 0] == offs[ctx[1:], 0]
+    offs[ctx[blank]] = NO_OFFSET
+
+
 def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
     if len(questions) != len(contexts):
         raise QAError(f"got {len(questions)} questions but {len(contexts)} contexts")
@@ -228,6 +249,7 @@ def prepare_features(
     )
     example_index = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
     cls_id = tokenizer.cls_token_id
+    spaces = [np.array([c.isspace() for c in ctx] + [False], dtype=bool) for ctx in contexts]
     input_ids, token_types, offsets_all, words_all, cls_index = [], [], [], [], []
     stock = [] if config.span_scoring == "pipeline" else None
     for i, ids in enumerate(enc["input_ids"]):
@@ -238,6 +260,7 @@ def prepare_features(
             stock.append(_stock_offsets(offs, enc.word_ids(i), seq_ids, context_index))
         in_context = np.array([s == context_index for s in seq_ids], dtype=bool)
         offs[~in_context] = NO_OFFSET
+        _trim_leading_space(offs, spaces[example_index[i]])
         input_ids.append(ids_arr)
         token_types.append(np.asarray(enc["token_type_ids"][i], dtype=np.int64))
         offsets_all.append(offs)
