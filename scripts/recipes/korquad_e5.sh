@@ -18,7 +18,7 @@
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/korquad_e5}
 DATA=$SHARED/data/korquad-v1.0-dev.part-a.json
-STEPS=${STEPS:-800} LR=${LR:-1e-4} EVAL_EVERY=${EVAL_EVERY:-200} CURVE_Q=${CURVE_Q:-200} SAVE_EVERY=${SAVE_EVERY:-100}
+STEPS=${STEPS:-800} LR=${LR:-1e-4} EVAL_EVERY=${EVAL_EVERY:-50} CURVE_Q=${CURVE_Q:-200} SAVE_EVERY=${SAVE_EVERY:-50}
 MAX_LENGTH=${MAX_LENGTH:-256}
 LIMITS=()
 MAX_EVAL=
