@@ -47,7 +47,7 @@ ROUTES = [
     ("POST", re.compile(r"^/v2/models/[A-Za-z][\w\-.]*(/versions/[\w\-.]+)?/infer$")),
 ]
 PASS_HEADERS = ("content-type", "x-qa-batch-size")
-MAX_BODY = 6_553_500  # TorchServe's max_request_size in model_store/config.properties
+MAX_BODY = 6_553_500  # TorchServe's max_request_size in qa_serving/serving/config.properties
 
 
 class ClientKey:

@@ -104,7 +104,10 @@ def supported_model_types() -> list[str]:
     import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the TasksManager registry)
     from optimum.exporters.tasks import TasksManager
 
-    return sorted(TasksManager.get_supported_model_type_for_task(TASK, exporter="onnx"))
+    # Not TasksManager.get_supported_model_type_for_task: once optimum-intel is imported, its OpenVINO-only
+    # model types make that lookup raise KeyError('onnx').
+    registry = TasksManager._SUPPORTED_MODEL_TYPE
+    return sorted(m for m, exporters in registry.items() if TASK in exporters.get("onnx", {}))
 
 
 def _check_options(optimize: str | None, quantize: str | None, device: str) -> tuple[str | None, str | None]:
