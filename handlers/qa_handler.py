@@ -141,7 +141,9 @@ class QAHandler(BaseHandler):
         """Answers per request, in request order; error objects (with their HTTP status) for bad ones."""
         answers = []
         if scored.features is not None:
-            answers = answer_examples(scored.examples, scored.features, scored.starts, scored.ends, self.config)
+            answers = answer_examples(
+                scored.examples, scored.features, scored.starts, scored.ends, self.config
+            )
         model = (getattr(self.context, "manifest", None) or {}).get("model", {})
         out = []
         for idx, (status, body) in enumerate(

@@ -374,7 +374,10 @@ def answer_examples(
 
 
 def responses(
-    requests: Sequence[Request], answers: Sequence, model_name: str | None = None, model_version: str | None = None
+    requests: Sequence[Request],
+    answers: Sequence,
+    model_name: str | None = None,
+    model_version: str | None = None,
 ) -> list[tuple[int, Any]]:
     """``(status, body)`` per request, in order: ``answers`` holds one result per valid example."""
     out, cursor = [], 0

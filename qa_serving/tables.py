@@ -48,7 +48,9 @@ def table_header(markdown: str) -> list[str]:
     return [c.strip() for c in first.strip("|").split("|")]
 
 
-def key_value_table(pairs: Sequence[tuple[Any, Any]] | Mapping[Any, Any], headers: tuple[str, str] = ("", "")) -> str:
+def key_value_table(
+    pairs: Sequence[tuple[Any, Any]] | Mapping[Any, Any], headers: tuple[str, str] = ("", "")
+) -> str:
     """A two-column table of labels and values (a summary, a machine record).
 
     Example: ``key_value_table({"CPU": "Xeon"}, ("machine", ""))`` -> ``"| machine |  |\\n|---|---|\\n| CPU | Xeon |"``.

@@ -9,7 +9,13 @@ import pytest
 
 from qa_serving.commands import serve as commands
 from qa_serving.errors import QAError
-from qa_serving.serving import SETTINGS, HandlerSettings, default_config_text, default_model_config, model_config
+from qa_serving.serving import (
+    SETTINGS,
+    HandlerSettings,
+    default_config_text,
+    default_model_config,
+    model_config,
+)
 
 
 def parse(*argv: str) -> argparse.Namespace:

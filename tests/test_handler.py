@@ -16,17 +16,16 @@ pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-s
 
 import torch
 import ts
+from conftest import assert_same_answers, save_tiny_span_model
+from qa_serving.handlers import qa_handler
+from qa_serving.handlers.qa_handler import BATCH_SIZE_HEADER, QAHandler
 from transformers import pipeline
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import qa_serving  # noqa: F401  (registers custom-qa)
 from qa_serving.errors import QAError
-from qa_serving.handlers import qa_handler
-from qa_serving.handlers.qa_handler import BATCH_SIZE_HEADER, QAHandler
 from qa_serving.serving.settings import HandlerSettings
-
-from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",

@@ -112,7 +112,11 @@ def test_plain_json_bodies_and_their_limits():
         ({"question": "q", "context": "c", "topk": 1}, 400, "unknown field"),
         ({"question": "q", "context": "c", "top_k": 0}, 400, "'top_k' must be an integer"),
         ({"question": "q", "context": "c", "handle_impossible_answer": "yes"}, 400, "true or false"),
-        ([{"question": "q", "context": "c"}, {"question": 1, "context": "c"}], 400, "item 1: 'question' must be"),
+        (
+            [{"question": "q", "context": "c"}, {"question": 1, "context": "c"}],
+            400,
+            "item 1: 'question' must be",
+        ),
         ("text", 400, "must be a JSON object"),
     ]
     for body, status, message in cases:
@@ -122,7 +126,7 @@ def test_plain_json_bodies_and_their_limits():
 
 
 def test_an_unexpected_failure_is_a_500_for_that_request_only(monkeypatch):
-    import qa_serving.protocol as protocol
+    from qa_serving import protocol
 
     def boom(*args):
         raise KeyError("surprise")
@@ -197,7 +201,9 @@ def test_responses_map_answers_back_to_requests_in_order():
     assert out[1][1]["status"] == 400 and "not valid JSON" in out[1][1]["error"]
     assert out[2][1] == answers[1:3]
     assert out[3][1]["id"] == "x" and out[3][1]["outputs"][0]["data"] == ["a4"]
-    assert responses([Request(error=RequestError(413, "big"))], []) == [(413, {"error": "big", "status": 413})]
+    assert responses([Request(error=RequestError(413, "big"))], []) == [
+        (413, {"error": "big", "status": 413})
+    ]
 
 
 def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tokenizer):

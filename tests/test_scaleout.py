@@ -35,17 +35,16 @@ pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-s
 yaml = pytest.importorskip("yaml")
 
 import psutil
+from conftest import assert_same_answers, save_tiny_span_model
+from qa_serving.handlers.qa_handler import QAHandler
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
 from qa_serving.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.handlers.qa_handler import QAHandler
 from qa_serving.hardware import available_cpus
 from qa_serving.protocol import parse_v2_request
 from qa_serving.serving import HandlerSettings, apply_overrides, override_archive
-
-from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",

@@ -24,13 +24,12 @@ if shutil.which("java") is None:
 
 import psutil
 import yaml
+from conftest import assert_same_answers, save_tiny_span_model
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
 from qa_serving.errors import QAError
 from qa_serving.serving import Ports, build_archive, start_server
-
-from conftest import assert_same_answers, save_tiny_span_model
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import QAError
-
 from ..export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
 
 EPILOG = """\

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import QAError
 from ..serving import (
     DEFAULT_RUN_DIR,
     DEFAULT_STORE,
@@ -21,7 +22,6 @@ from ..serving import (
     start_server,
     stop_server,
 )
-from ..errors import QAError
 from ..serving.server import config_ports
 from ..serving.settings import Setting
 
@@ -61,7 +61,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--template", help="model-config.yaml to start from (default: the built-in defaults)")
     p.add_argument(
-        "--print-config", action="store_true", help="print the default model-config.yaml (a template) and exit"
+        "--print-config",
+        action="store_true",
+        help="print the default model-config.yaml (a template) and exit",
     )
     g = p.add_argument_group("model-config.yaml settings")
     for setting in SETTINGS.values():

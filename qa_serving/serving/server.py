@@ -41,8 +41,6 @@ def default_config_text() -> str:
     return (importlib.resources.files(__package__) / "config.properties").read_text()
 
 
-
-
 @dataclass
 class Ports:
     """Loopback ports of one TorchServe (HTTP inference/management/metrics and gRPC)."""
@@ -405,5 +403,3 @@ def _worker_error(run_dir: Path) -> str:
     pattern = re.compile(r"MODEL_LOG - [\w.]+(Error|Exception): ")
     errors = [ln.split("MODEL_LOG - ", 1)[1] for ln in lines if pattern.search(ln)]
     return errors[-1] if errors else "its worker died (see the logs below)"
-
-

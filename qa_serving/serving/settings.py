@@ -51,7 +51,11 @@ class Setting:
             if value not in self.choices:
                 raise QAError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
             return value
-        if not isinstance(value, int) or isinstance(value, bool) or (self.low is not None and value < self.low):
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or (self.low is not None and value < self.low)
+        ):
             raise QAError(f"{self.name} must be an integer >= {self.low}, got {value!r}")
         return value
 
@@ -66,43 +70,87 @@ SETTINGS: dict[str, Setting] = {
             "max_batch_delay_ms", ("maxBatchDelay",), 20, "ms to wait for a batch to fill", low=0, serve=True
         ),
         Setting(
-            "response_timeout_s", ("responseTimeout",), 120, "s per batch before the worker is killed", low=1,
+            "response_timeout_s",
+            ("responseTimeout",),
+            120,
+            "s per batch before the worker is killed",
+            low=1,
             serve=True,
-        ),  # fmt: skip
-        Setting("startup_timeout_s", ("startupTimeout",), 120, "s a worker may take to load the model", low=1),
+        ),
         Setting(
-            "gpu_ids", ("deviceIds",), None, "GPUs the workers are spread over, e.g. 0,1 (default: every "
-            "visible GPU)", kind=list, archive=False, serve=True,
-        ),  # fmt: skip
+            "startup_timeout_s", ("startupTimeout",), 120, "s a worker may take to load the model", low=1
+        ),
+        Setting(
+            "gpu_ids",
+            ("deviceIds",),
+            None,
+            "GPUs the workers are spread over, e.g. 0,1 (default: every visible GPU)",
+            kind=list,
+            archive=False,
+            serve=True,
+        ),
         # --- the handler's own section ---
         Setting(
-            "backend", ("handler", "backend"), "torch", "backend the workers use", kind=str,
-            choices=("torch", "onnx"), env="QA_BACKEND",
-        ),  # fmt: skip
+            "backend",
+            ("handler", "backend"),
+            "torch",
+            "backend the workers use",
+            kind=str,
+            choices=("torch", "onnx"),
+            env="QA_BACKEND",
+        ),
         Setting(
-            "dtype", ("handler", "dtype"), "fp32", "torch precision (fp16 needs a GPU)", kind=str,
-            choices=("fp32", "fp16", "bf16"), env="QA_DTYPE",
-        ),  # fmt: skip
+            "dtype",
+            ("handler", "dtype"),
+            "fp32",
+            "torch precision (fp16 needs a GPU)",
+            kind=str,
+            choices=("fp32", "fp16", "bf16"),
+            env="QA_DTYPE",
+        ),
         Setting(
-            "device", ("handler", "device"), "auto", "auto: the worker's GPU (gpu_id) when CUDA works, else CPU",
-            kind=str, choices=("auto", "cpu"), env="QA_DEVICE", serve=True,
-        ),  # fmt: skip
+            "device",
+            ("handler", "device"),
+            "auto",
+            "auto: the worker's GPU (gpu_id) when CUDA works, else CPU",
+            kind=str,
+            choices=("auto", "cpu"),
+            env="QA_DEVICE",
+            serve=True,
+        ),
         Setting(
-            "max_context_chars", ("handler", "max_context_chars"), 100_000, "longer contexts get a 413 error",
-            low=1, env="QA_MAX_CONTEXT_CHARS",
-        ),  # fmt: skip
+            "max_context_chars",
+            ("handler", "max_context_chars"),
+            100_000,
+            "longer contexts get a 413 error",
+            low=1,
+            env="QA_MAX_CONTEXT_CHARS",
+        ),
         Setting(
-            "max_examples", ("handler", "max_examples"), 64, "examples in one list request; more get a 413",
-            low=1, env="QA_MAX_EXAMPLES",
-        ),  # fmt: skip
+            "max_examples",
+            ("handler", "max_examples"),
+            64,
+            "examples in one list request; more get a 413",
+            low=1,
+            env="QA_MAX_EXAMPLES",
+        ),
         Setting(
-            "feature_batch_size", ("handler", "feature_batch_size"), 0,
-            "windows per forward pass (0: qa_config.json batch_size)", low=0, env="QA_FEATURE_BATCH_SIZE",
-        ),  # fmt: skip
+            "feature_batch_size",
+            ("handler", "feature_batch_size"),
+            0,
+            "windows per forward pass (0: qa_config.json batch_size)",
+            low=0,
+            env="QA_FEATURE_BATCH_SIZE",
+        ),
         Setting(
-            "threads", ("handler", "threads"), 0, "torch threads per worker (0: CPU cores // workers)", low=0,
-            env="QA_THREADS", serve=True,
-        ),  # fmt: skip
+            "threads",
+            ("handler", "threads"),
+            0,
+            "torch threads per worker (0: CPU cores // workers)",
+            low=0,
+            env="QA_THREADS",
+            serve=True,
+        ),
     )
 }
 
@@ -185,7 +233,9 @@ class HandlerSettings:
                 raise QAError(f"handler.{err}") from None
 
     @classmethod
-    def resolve(cls, section: Mapping[str, Any] | None, env: Mapping[str, str] = os.environ) -> HandlerSettings:
+    def resolve(
+        cls, section: Mapping[str, Any] | None, env: Mapping[str, str] = os.environ
+    ) -> HandlerSettings:
         """Settings from the yaml section, then the env vars on top.
 
         Example: ``resolve({"backend": "torch"}, {"QA_BACKEND": "onnx"}).backend`` -> ``"onnx"``.
