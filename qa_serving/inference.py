@@ -84,7 +84,10 @@ def answers_from_logits(
     (:func:`stock_padded_lengths`); by default its own length, i.e. the stock pipeline with batch_size 1.
     """
     context_first = features.padding_side == "left"
-    answerable = [answerable_tokens(o, c, context_first) for o, c in zip(features.offsets, features.cls_index)]
+    if features.stock_offsets is not None:  # the stock p_mask, from sequence ids
+        answerable = [so[:, 4].astype(bool) for so in features.stock_offsets]
+    else:
+        answerable = [answerable_tokens(o, c, context_first) for o, c in zip(features.offsets, features.cls_index)]
     if config.span_scoring == "pipeline":
         if features.stock_offsets is None:
             raise ValueError("span_scoring='pipeline' needs features prepared with that config")

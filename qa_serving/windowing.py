@@ -36,10 +36,11 @@ class Features:
     same with each token widened to its whole word (used when answers are aligned to words).
     ``start_positions``/``end_positions`` are the token labels (CLS index when the answer is not inside
     the window or the question is unanswerable); present only when answers were given.
-    ``stock_offsets[i]`` (``span_scoring="pipeline"`` only) is ``(len_i, 4)``: every token's offsets as the
-    tokenizer gives them (question tokens index the question) and the span the stock pipeline's
-    ``token_to_word``/``word_to_chars`` alignment gives it (``-1`` where that lookup fails), so postprocess
-    can reproduce the stock answers for any span it may pick.
+    ``stock_offsets[i]`` is ``(len_i, 5)``: every token's offsets as the tokenizer gives them (question
+    tokens index the question), the span the stock pipeline's ``token_to_word``/``word_to_chars``
+    alignment gives it (``-1`` where that lookup fails), and 1 where the stock ``p_mask`` lets an answer
+    use it (context tokens by sequence id, and CLS; every token for context-first tokenizers), so
+    postprocess can reproduce the stock answers and scores whatever ``offsets`` leave out.
     """
 
     input_ids: list[np.ndarray]
@@ -139,8 +140,11 @@ def fit_questions(tokenizer, questions: Sequence[str], contexts: Sequence[str], 
     return out
 
 
-def _stock_offsets(raw: np.ndarray, word_ids: list, sequence_ids: list, context_index: int) -> np.ndarray:
-    """``(len, 4)``: raw token offsets, then ``word_to_chars(token_to_word(t), context_index)`` or ``-1``.
+def _stock_offsets(
+    raw: np.ndarray, word_ids: list, sequence_ids: list, context_index: int, answerable: np.ndarray
+) -> np.ndarray:
+    """``(len, 5)``: raw token offsets, ``word_to_chars(token_to_word(t), context_index)`` or ``-1``, and
+    ``answerable`` (the stock ``1 - p_mask``).
 
     A word id is looked up among the context tokens of the window, whatever sequence the token is in
     (the stock pipeline does this for context-first tokenizers, whose answers may reach the question).
@@ -156,7 +160,7 @@ def _stock_offsets(raw: np.ndarray, word_ids: list, sequence_ids: list, context_
         hit = (words >= 0) & (uniq[pos] == words)
         aligned[hit, 0] = ctx_offsets[first[pos[hit]], 0]
         aligned[hit, 1] = ctx_offsets[last[pos[hit]], 1]
-    return np.concatenate([raw, aligned], axis=1)
+    return np.concatenate([raw, aligned, answerable.astype(np.int64)[:, None]], axis=1)
 
 
 def _trim_leading_space(offs: np.ndarray, is_space: np.ndarray) -> None:
@@ -251,13 +255,15 @@ def prepare_features(
     cls_id = tokenizer.cls_token_id
     spaces = [np.array([c.isspace() for c in ctx] + [False], dtype=bool) for ctx in contexts]
     input_ids, token_types, offsets_all, words_all, cls_index = [], [], [], [], []
-    stock = [] if config.span_scoring == "pipeline" else None
+    stock = []
     for i, ids in enumerate(enc["input_ids"]):
         ids_arr = np.asarray(ids, dtype=np.int64)
         seq_ids = enc.sequence_ids(i)
         offs = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
-        if stock is not None:
-            stock.append(_stock_offsets(offs, enc.word_ids(i), seq_ids, context_index))
+        # The stock p_mask: question-first, only context tokens (sequence 1) and CLS; else no mask.
+        answerable = np.array([s == 1 or not question_first for s in seq_ids], dtype=bool)
+        answerable |= ids_arr == (cls_id if cls_id is not None else -1)
+        stock.append(_stock_offsets(offs, enc.word_ids(i), seq_ids, context_index, answerable))
         in_context = np.array([s == context_index for s in seq_ids], dtype=bool)
         offs[~in_context] = NO_OFFSET
         _trim_leading_space(offs, spaces[example_index[i]])

