@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         for turn, lo in enumerate(range(0, len(qs), args.chunk)):
             for v in order[turn % len(order) :] + order[: turn % len(order)]:
                 t0 = time.perf_counter()
-                answers[v].extend(variants[v](qs[lo : lo + args.chunk], cs[lo : lo + args.chunk], args.batch_size))
+                answers[v].extend(
+                    variants[v](qs[lo : lo + args.chunk], cs[lo : lo + args.chunk], args.batch_size)
+                )
                 seconds[v] += time.perf_counter() - t0
         stock = answers[order[0]]
         for v in order:
@@ -109,9 +111,19 @@ def main(argv: list[str] | None = None) -> None:
                 for a, b in zip(answers[v], stock)
             )
             rows.append(
-                (name, v, metrics["exact_match"], metrics["f1"], 100.0 * same / len(qs), len(qs) / seconds[v], len(qs))
+                (
+                    name,
+                    v,
+                    metrics["exact_match"],
+                    metrics["f1"],
+                    100.0 * same / len(qs),
+                    len(qs) / seconds[v],
+                    len(qs),
+                )
             )
-    print(f"model: {args.model}; settings: {SETTINGS}, batch_size={args.batch_size}, torch threads {args.threads}\n")
+    print(
+        f"model: {args.model}; settings: {SETTINGS}, batch_size={args.batch_size}, torch threads {args.threads}\n"
+    )
     print("| data | pipeline | EM | F1 | identical spans vs stock | q/s | questions |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, v, em, f1, same, qps, n in rows:

@@ -30,9 +30,13 @@ SPAN_SCORING = ("pipeline", "squad")
 class QAConfig:
     """Windowing and answer-extraction settings (the defaults are the SQuAD reference ones)."""
 
-    max_length: int = field(default=384, metadata={"help": "Tokens per window (question + context + specials)."})
+    max_length: int = field(
+        default=384, metadata={"help": "Tokens per window (question + context + specials)."}
+    )
     doc_stride: int = field(default=128, metadata={"help": "Tokens shared by two consecutive windows."})
-    max_question_len: int = field(default=64, metadata={"help": "Longer questions are cut to this many tokens."})
+    max_question_len: int = field(
+        default=64, metadata={"help": "Longer questions are cut to this many tokens."}
+    )
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates kept per window."})
     max_answer_len: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
     version_2: bool = field(default=False, metadata={"help": "SQuAD v2: allow the empty (no) answer."})
@@ -70,7 +74,9 @@ class QAConfig:
         if isinstance(self.max_padding, bool) or not 0.0 <= self.max_padding <= 1.0:
             raise QAError(f"max_padding must be between 0 and 1, got {self.max_padding!r}")
         if self.doc_stride >= self.max_length:
-            raise QAError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+            raise QAError(
+                f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})"
+            )
         if self.span_scoring not in SPAN_SCORING:
             raise QAError(f"span_scoring must be 'pipeline' or 'squad', got {self.span_scoring!r}")
         # max_question_len is not checked against max_length: windowing cuts questions to what fits.
@@ -85,7 +91,11 @@ class QAConfig:
         max_length = changes.pop("max_length", None) or min(model_max_length or 384, 384)
         doc_stride = changes.pop("doc_stride", None) or min(max_length // 2, 128)
         base = cls(
-            span_scoring="pipeline", max_length=max_length, doc_stride=doc_stride, max_question_len=64, max_answer_len=15
+            span_scoring="pipeline",
+            max_length=max_length,
+            doc_stride=doc_stride,
+            max_question_len=64,
+            max_answer_len=15,
         )
         return base.replace(**changes)
 

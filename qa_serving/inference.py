@@ -44,7 +44,9 @@ def window_logits(
         batches = (make_batch(features, indices, pad_to) for indices in groups)
     for batch in tqdm(batches, total=len(groups), desc="windows", unit="batch", disable=not progress):
         start, end = backend(batch.inputs)
-        for i, s, e in zip(batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)):
+        for i, s, e in zip(
+            batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)
+        ):
             starts[i], ends[i] = s, e
     return starts, ends  # type: ignore[return-value]
 
@@ -87,7 +89,9 @@ def answers_from_logits(
     if features.stock_offsets is not None:  # the stock p_mask, from sequence ids
         answerable = [so[:, 4].astype(bool) for so in features.stock_offsets]
     else:
-        answerable = [answerable_tokens(o, c, context_first) for o, c in zip(features.offsets, features.cls_index)]
+        answerable = [
+            answerable_tokens(o, c, context_first) for o, c in zip(features.offsets, features.cls_index)
+        ]
     if config.span_scoring == "pipeline":
         if features.stock_offsets is None:
             raise ValueError("span_scoring='pipeline' needs features prepared with that config")
@@ -146,7 +150,9 @@ def answer(
     config = config or QAConfig()
     bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
     out: list[Prediction] = []
-    for prediction in answer_stream(backend, tokenizer, zip(questions, contexts), config, top_k=top_k, chunk_size=chunk_size):
+    for prediction in answer_stream(
+        backend, tokenizer, zip(questions, contexts), config, top_k=top_k, chunk_size=chunk_size
+    ):
         out.append(prediction)
         bar.update(1)
     bar.close()
@@ -208,7 +214,9 @@ def answer_stream(
             position, carried = next_position, next_carried
         left = stock and features.padding_side == "left"
         starts, ends = window_logits(backend, features, config, pad_lengths=padded if left else None)
-        yield from answers_from_logits(features, starts, ends, cs[:n_done], config, top_k, padded_length=padded)
+        yield from answers_from_logits(
+            features, starts, ends, cs[:n_done], config, top_k, padded_length=padded
+        )
         pending, want = pending[n_done:], chunk_size
         if exhausted and not pending:
             return

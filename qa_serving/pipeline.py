@@ -89,11 +89,17 @@ class CustomQAPipeline(Pipeline):
         model keeps its dtype (``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16)."""
         super().__init__(*args, **kwargs)
         if self.tokenizer is None or not getattr(self.tokenizer, "is_fast", False):
-            raise QAError("custom-qa needs a fast tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
+            raise QAError(
+                "custom-qa needs a fast tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)"
+            )
         max_len = getattr(self.tokenizer, "model_max_length", None)
-        self.qa_config = qa_config or QAConfig.from_model_dir(_model_dir(self.model), model_max_length=max_len)
+        self.qa_config = qa_config or QAConfig.from_model_dir(
+            _model_dir(self.model), model_max_length=max_len
+        )
         on_ort = hasattr(self.model, "session")
-        self.backend = make_backend(self.model, device=None if on_ort else str(self.device), dtype=dtype_backend)
+        self.backend = make_backend(
+            self.model, device=None if on_ort else str(self.device), dtype=dtype_backend
+        )
 
     def _sanitize_parameters(self, **kwargs):
         unknown = set(kwargs) - set(_ARG_TO_FIELD) - _OTHER_ARGS
@@ -138,12 +144,21 @@ class CustomQAPipeline(Pipeline):
             results = [_shape(p.answers) for p in predictions]
             return results[0] if len(results) == 1 else results
         # A generator or torch Dataset: an iterator of results, as the stock pipeline returns.
-        return (_shape(p.answers) for p in self._answer(inputs, config, top_k, stock_batch, STREAM_CHUNK, progress))
+        return (
+            _shape(p.answers)
+            for p in self._answer(inputs, config, top_k, stock_batch, STREAM_CHUNK, progress)
+        )
 
     def _answer(self, items, config: QAConfig, top_k: int, stock_batch: int, chunk: int, progress: bool):
         examples = (_normalize(item, i) for i, item in enumerate(items))
         stream = answer_stream(
-            self.backend, self.tokenizer, examples, config, top_k=top_k, chunk_size=chunk, stock_batch_size=stock_batch
+            self.backend,
+            self.tokenizer,
+            examples,
+            config,
+            top_k=top_k,
+            chunk_size=chunk,
+            stock_batch_size=stock_batch,
         )
         return tqdm(stream, desc="questions", unit="q", disable=not progress)
 
@@ -168,7 +183,9 @@ def _normalize(item, i: int) -> tuple[str, str]:
     if isinstance(item, SquadExample):
         return item.question_text, item.context_text
     if not isinstance(item, dict):
-        raise QAError(f"input {i}: expected a dict {{'question', 'context'}} or a SquadExample, got {type(item).__name__}")
+        raise QAError(
+            f"input {i}: expected a dict {{'question', 'context'}} or a SquadExample, got {type(item).__name__}"
+        )
     try:
         return item["question"], item["context"]
     except KeyError as err:
@@ -228,7 +245,9 @@ def _parse_inputs(args: tuple, kwargs: dict) -> list | Iterator:
     if isinstance(inputs, (dict, SquadExample)):
         return [inputs]
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
-        raise QAError("input must be a dict {'question', 'context'}, a SquadExample, or a list or generator of them")
+        raise QAError(
+            "input must be a dict {'question', 'context'}, a SquadExample, or a list or generator of them"
+        )
     items = list(inputs)
     if not items:
         raise QAError("no questions given")

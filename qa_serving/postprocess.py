@@ -59,8 +59,10 @@ class Prediction:
     """Answers for one example.
 
     ``answers``: up to ``top_k`` dicts ``{"answer", "score", "start", "end"}`` (the stock pipeline's keys
-    and score). ``null_score_diff``: null score minus best span score (SQuAD v2 ``na_prob``; ``None``
-    without v2 or in ``"pipeline"`` mode). ``nbest``: the reference n-best (``"squad"`` mode only).
+    and score; maybe none in ``"pipeline"`` mode, as the stock pipeline). ``null_score_diff``: null score
+    minus best span score (SQuAD v2 ``na_prob``; ``None`` without v2; in ``"pipeline"`` mode the
+    difference of the stock scores). ``nbest``: the reference n-best (``"pipeline"`` mode: the answers
+    as candidates, score = stock score).
     """
 
     answers: list[dict]
@@ -69,7 +71,7 @@ class Prediction:
 
     @property
     def text(self) -> str:
-        return self.answers[0]["answer"]
+        return self.answers[0]["answer"] if self.answers else ""
 
 
 def window_candidates(
@@ -263,10 +265,15 @@ def postprocess_stock(
                 else:
                     merged[text.lower()] = {"score": score, "start": a, "end": b, "answer": text}
         answers = list(merged.values())
+        candidates = [Candidate(a["score"], 0.0, 0.0, a["start"], a["end"]) for a in answers]
+        null_diff = None
         if handle_impossible_answer:
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+            candidates.append(Candidate(min_null, 0.0, 0.0, 0, 0, is_null=True))
+            null_diff = min_null - max((c.score for c in candidates[:-1]), default=0.0)
+        nbest = sorted(candidates, key=lambda c: c.score, reverse=True)  # stable, as the answers below
         answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
-        out.append(Prediction(answers=answers, null_score_diff=None, nbest=[]))
+        out.append(Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest))
     return out
 
 
@@ -366,7 +373,9 @@ def postprocess_example(
         else:
             p_start, p_end = stock_p[cand.window]
             score = float(p_start[cand.start_token] * p_end[cand.end_token])
-        answers.append({"answer": context[cand.start : cand.end], "score": score, "start": cand.start, "end": cand.end})
+        answers.append(
+            {"answer": context[cand.start : cand.end], "score": score, "start": cand.start, "end": cand.end}
+        )
         if len(answers) == top_k:
             break
     return Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest)

@@ -173,7 +173,9 @@ def custom(stock):
 @pytest.fixture
 def custom_squad(stock):
     """The same model in "squad" mode (what a model trained here saves), with the stock max_answer_len."""
-    return transformers.pipeline("custom-qa", model=stock.model, tokenizer=stock.tokenizer, qa_config=PARITY_CONFIG)
+    return transformers.pipeline(
+        "custom-qa", model=stock.model, tokenizer=stock.tokenizer, qa_config=PARITY_CONFIG
+    )
 
 
 def _same_scores_where_same_span(ours: list[dict], stock: list[dict]) -> int:
@@ -184,7 +186,9 @@ def _same_scores_where_same_span(ours: list[dict], stock: list[dict]) -> int:
     return len(same)
 
 
-def test_single_window_parity_with_stock_pipeline(custom, custom_squad, stock, tiny_tokenizer, record_property):
+def test_single_window_parity_with_stock_pipeline(
+    custom, custom_squad, stock, tiny_tokenizer, record_property
+):
     # Contexts of distinct whole-vocabulary words: every word is one token, so aligning to words changes
     # nothing and the stock pipeline has no same-text token spans to add up (see the next test).
     rng = random.Random(0)

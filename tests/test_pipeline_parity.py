@@ -25,7 +25,7 @@ import torch
 import transformers
 from conftest import QAFactory, shared_root
 
-import qa_serving  # noqa: F401  (registers "custom-qa")
+import qa_serving
 from qa_serving import QAConfig, QAError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -45,7 +45,12 @@ def models(_tiny_model_session, tiny_tokenizer, tiny_tokenizer_left):
     """name -> (model, tokenizer): BERT, DistilBERT, BERT with a left-padding tokenizer."""
     torch.manual_seed(0)
     distil_config = transformers.DistilBertConfig(
-        vocab_size=len(tiny_tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512
+        vocab_size=len(tiny_tokenizer),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=512,
     )
     distil = transformers.DistilBertForQuestionAnswering(distil_config)
     distil_tok = copy.deepcopy(tiny_tokenizer)
@@ -103,16 +108,24 @@ def _real_examples(n: int) -> list[tuple[str, str]]:
 
 def _examples(kind: str, rng: random.Random) -> list[tuple[str, str]]:
     factory = QAFactory(seed=rng.randrange(10**6))
-    short_q = lambda lang: factory.question(lang, rng.randint(1, 2))  # noqa: E731
+    short_q = lambda lang: factory.question(lang, rng.randint(1, 2))
     if kind == "random":
         return [
             (short_q(lang), factory.example(lang, n_sentences=rng.choice([1, 2, 4])).context)
             for lang in ("en", "ko", "en", "ko", "en")
         ]
     if kind == "odd":
-        return [(short_q("en"), JAPANESE), (short_q("en"), EMOJI), (short_q("ko"), NEWLINES), ("who?", "paris.")]
+        return [
+            (short_q("en"), JAPANESE),
+            (short_q("en"), EMOJI),
+            (short_q("ko"), NEWLINES),
+            ("who?", "paris."),
+        ]
     if kind == "long":  # many windows at any max_seq_len of the grid
-        return [(short_q(lang), factory.example(lang, n_sentences=rng.choice([15, 30])).context) for lang in ("en", "ko")]
+        return [
+            (short_q(lang), factory.example(lang, n_sentences=rng.choice([15, 30])).context)
+            for lang in ("en", "ko")
+        ]
     real = _real_examples(4)
     if not real:
         pytest.skip(f"real data not found under {shared_root()} (set QA_SHARED_DIR)")
@@ -162,7 +175,9 @@ def assert_same(ours, stock) -> None:
     """Same shape (dict vs list), same answers and spans in order, scores within 1e-4."""
     assert type(ours) is type(stock), (ours, stock)
     ours, stock = _as_list(ours), _as_list(stock)
-    assert [(a["answer"], a["start"], a["end"]) for a in ours] == [(a["answer"], a["start"], a["end"]) for a in stock]
+    assert [(a["answer"], a["start"], a["end"]) for a in ours] == [
+        (a["answer"], a["start"], a["end"]) for a in stock
+    ]
     np.testing.assert_allclose([a["score"] for a in ours], [a["score"] for a in stock], rtol=0, atol=1e-4)
 
 
@@ -187,7 +202,9 @@ def test_sample_covers_multi_window_and_zero_score_answers(pipes):
     the positive-probability spans (the stock code then returns 0-score spans chosen by argpartition)."""
     stock, ours = pipes["bert"]
     ex = QAFactory(seed=5).example("en", n_sentences=20)
-    features = qa_serving.prepare_features(ours.tokenizer, [ex.question], [ex.context], QAConfig.stock(max_length=64))
+    features = qa_serving.prepare_features(
+        ours.tokenizer, [ex.question], [ex.context], QAConfig.stock(max_length=64)
+    )
     assert len(features) > 3
     want = stock(question="who?", context="the king of paris.", top_k=20)
     assert any(a["score"] == 0.0 for a in want)
@@ -205,7 +222,10 @@ def bert_pipes(pipes):
 @pytest.fixture(scope="module")
 def pairs():
     factory = QAFactory(seed=11)
-    return [(factory.question(lang, 3), factory.example(lang, n_sentences=3).context) for lang in ("en", "ko", "en")]
+    return [
+        (factory.question(lang, 3), factory.example(lang, n_sentences=3).context)
+        for lang in ("en", "ko", "en")
+    ]
 
 
 def _both(pipes, *args, **kwargs):
@@ -320,7 +340,10 @@ def test_small_max_seq_len_cuts_the_question_instead_of_refusing(bert_pipes):
     stock, ours = bert_pipes
     context = "the king of paris built the tower. " * 6
     args = {"max_seq_len": 48}  # stock stride 24: a short question fits, a 64-token limit would not
-    assert_same(ours(question="who built it?", context=context, **args), stock(question="who built it?", context=context, **args))
+    assert_same(
+        ours(question="who built it?", context=context, **args),
+        stock(question="who built it?", context=context, **args),
+    )
     long_question = " ".join(["the old king of the large city"] * 8) + "?"
     out = ours(question=long_question, context=context, **args)  # the stock tokenizer call panics here
     assert out["answer"] == context[out["start"] : out["end"]]

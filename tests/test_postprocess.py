@@ -205,8 +205,18 @@ def test_golden_best_span_and_probabilities():
     assert [c.probability for c in pred.nbest] == pytest.approx([p, 1 - p], abs=1e-15)  # the reference's
     # Users get the stock score (p_start x p_end): thresholds tuned on the stock pipeline carry over.
     assert pred.answers == [
-        {"answer": "beta gamma", "score": pytest.approx(_stock_score(START, END, 4, 5), rel=1e-6), "start": 6, "end": 16},
-        {"answer": "gamma", "score": pytest.approx(_stock_score(START, END, 5, 5), rel=1e-6), "start": 11, "end": 16},
+        {
+            "answer": "beta gamma",
+            "score": pytest.approx(_stock_score(START, END, 4, 5), rel=1e-6),
+            "start": 6,
+            "end": 16,
+        },
+        {
+            "answer": "gamma",
+            "score": pytest.approx(_stock_score(START, END, 5, 5), rel=1e-6),
+            "start": 11,
+            "end": 16,
+        },
     ]
     assert pred.null_score_diff is None
 
@@ -257,7 +267,9 @@ def test_golden_min_null_score_over_windows_and_distinct_top_k():
     assert pred.null_score_diff == -5.0 - 7.0  # the smaller null (second window) against the best span
     assert [(a["answer"], a["start"], a["end"]) for a in pred.answers] == [("beta gamma", 6, 16), ("", 0, 0)]
     z = math.exp(0) + math.exp(-0.5) + math.exp(-12)
-    assert [c.probability for c in pred.nbest] == pytest.approx([1 / z, math.exp(-0.5) / z, math.exp(-12) / z])
+    assert [c.probability for c in pred.nbest] == pytest.approx(
+        [1 / z, math.exp(-0.5) / z, math.exp(-12) / z]
+    )
     # Stock scores: the span in the window it came from; the null: the smaller CLS p_start x p_end.
     assert pred.answers[0]["score"] == pytest.approx(_stock_score(START, END, 4, 5), rel=1e-6)
     null = min(_stock_score(START, END, 0, 0), _stock_score(second_start, second_end, 0, 0))
@@ -362,7 +374,9 @@ STOCK_OK = np.array([True, False, False, True, True, True, False])
 
 
 def _stock(start, end, **settings):
-    return postprocess_stock([start], [end], [STOCK_SPANS], [STOCK_OK], np.array([0]), [STOCK_CONTEXT], **settings)[0]
+    return postprocess_stock(
+        [start], [end], [STOCK_SPANS], [STOCK_OK], np.array([0]), [STOCK_CONTEXT], **settings
+    )[0]
 
 
 def test_golden_stock_merges_answers_of_the_same_text_and_appends_the_null():
@@ -372,7 +386,11 @@ def test_golden_stock_merges_answers_of_the_same_text_and_appends_the_null():
     p = {i: math.exp(v) / z for i, v in enumerate(start) if STOCK_OK[i]}
     pred = _stock(start, end, max_answer_len=1, top_k=3, handle_impossible_answer=True)
     # "Paris" and "paris" are one answer (lower-cased text), their scores summed, kept at the first span.
-    assert [(a["answer"], a["start"], a["end"]) for a in pred.answers] == [("Paris", 0, 5), ("", 0, 0), ("rome", 12, 16)]
+    assert [(a["answer"], a["start"], a["end"]) for a in pred.answers] == [
+        ("Paris", 0, 5),
+        ("", 0, 0),
+        ("rome", 12, 16),
+    ]
     assert pred.answers[0]["score"] == pytest.approx(p[3] * p[3] + p[4] * p[4], rel=1e-6)
     assert pred.answers[1]["score"] == pytest.approx(p[0] * p[0], rel=1e-6)  # CLS, before it is masked
     assert pred.answers[2]["score"] == pytest.approx(p[5] * p[5], rel=1e-6)
