@@ -155,6 +155,58 @@ def decode_spans(
     also admits position 0 for every window: the stock ``np.isin`` tests against the 2-D ``nonzero()``
     tuple, whose row indices are all 0.
     """
+    allowed = allowed.copy()
+    allowed[:, 0] = True
+    out = _decode_band(p_start, p_end, allowed, topk, max_answer_len)
+    rest = [i for i, found in enumerate(out) if found is None]
+    if rest:
+        for i, found in zip(
+            rest, _decode_full(p_start[rest], p_end[rest], allowed[rest], topk, max_answer_len)
+        ):
+            out[i] = found
+    return out  # type: ignore[return-value]
+
+
+def _decode_band(
+    p_start: np.ndarray, p_end: np.ndarray, allowed: np.ndarray, topk: int, max_answer_len: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """The fast path: only the ``max_answer_len`` band of the outer product (every other cell is 0).
+
+    Its top ``topk`` cells are what the stock selection returns whenever they are unambiguous: pairwise
+    distinct and above the next cell and 0. Windows where they are not (ties, or fewer positive cells
+    than ``topk``) get ``None`` and go through :func:`_decode_full`.
+    Example: L=384, max_answer_len 15: 5,760 cells searched instead of 147,456.
+    """
+    n, length = p_start.shape
+    width = min(max_answer_len, length)
+    if length * length < topk or length * width <= topk:
+        return [None] * n
+    ends = np.arange(length)[:, None] + np.arange(width)[None, :]
+    band = p_start[:, :, None] * p_end[:, np.minimum(ends, length - 1)]
+    band[:, ends >= length] = -1.0
+    flat = band.reshape(n, length * width)
+    part = np.argpartition(-flat, topk, axis=-1)[:, : topk + 1]
+    vals = np.take_along_axis(flat, part, -1)
+    order = np.argsort(-vals, axis=-1, kind="stable")
+    part, vals = np.take_along_axis(part, order, -1), np.take_along_axis(vals, order, -1)
+    top = vals[:, :topk]
+    clear = (top[:, -1] > np.maximum(vals[:, topk], 0.0)) & np.all(top[:, :-1] > top[:, 1:], axis=-1)
+    starts = part[:, :topk] // width
+    stops = starts + part[:, :topk] % width
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    for i in range(n):
+        if not clear[i]:
+            out.append(None)
+            continue
+        keep = allowed[i, starts[i]] & allowed[i, stops[i]]
+        out.append((starts[i][keep], stops[i][keep], top[i][keep]))
+    return out
+
+
+def _decode_full(
+    p_start: np.ndarray, p_end: np.ndarray, allowed: np.ndarray, topk: int, max_answer_len: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The stock expressions on the whole ``(L, L)`` outer product (ties broken as there)."""
     n, length = p_start.shape
     outer = p_start[:, :, None] * p_end[:, None, :]
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
@@ -167,8 +219,6 @@ def decode_spans(
         part = np.argpartition(-flat, topk, axis=-1)[:, :topk]
         idx = np.take_along_axis(part, np.argsort(-np.take_along_axis(flat, part, -1), axis=-1), -1)
     starts, ends = idx // length, idx % length
-    allowed = allowed.copy()
-    allowed[:, 0] = True
     rows = np.arange(n)[:, None]
     keep = allowed[rows, starts] & allowed[rows, ends]
     scores = candidates[rows, starts, ends]

@@ -411,3 +411,18 @@ def test_large_logits_do_not_overflow_the_stock_softmax(handle_impossible):
     start, end = rng.normal(size=7) * 1e4, rng.normal(size=7) * 1e4
     pred = _stock(start, end, top_k=5, handle_impossible_answer=handle_impossible)
     assert pred.answers and all(np.isfinite(a["score"]) and 0.0 <= a["score"] <= 1.0 for a in pred.answers)
+
+
+def test_band_fast_path_and_full_fallback_are_both_taken():
+    """The band search answers unambiguous windows; ties and zero-filled top_k fall back to the full
+    outer product (the equality with the stock code of both is checked above)."""
+    from qa_serving.postprocess import _decode_band
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 5, size=(2, 3, 30)).astype(np.float32)
+    logits[:, 1, 5:] = 0.0  # ties everywhere after token 5
+    ok = np.ones((3, 30), dtype=bool)
+    p_start, p_end, _ = stock_probabilities(list(logits[0]), list(logits[1]), list(ok), 30)
+    found = _decode_band(p_start, p_end, ok, 12, 15)
+    assert found[0] is not None and found[1] is None
+    assert _decode_band(p_start[:1], p_end[:1], ok[:1], 30 * 30 + 1, 15) == [None]  # more than every cell
