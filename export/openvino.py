@@ -76,13 +76,17 @@ def _check(model_dir: Path, output_dir: Path, quantize: tuple[str, ...], overwri
         raise QAError("the output folder must differ from the model folder")
     if output_dir.exists() and any(output_dir.iterdir()):
         if not overwrite:
-            raise QAError(f"output folder {output_dir} is not empty; choose another one or pass overwrite=True")
+            raise QAError(
+                f"output folder {output_dir} is not empty; choose another one or pass overwrite=True"
+            )
         if not (output_dir / OV_XML).is_file():
             raise QAError(f"overwrite only replaces a previous export; {output_dir} holds no {OV_XML}")
         shutil.rmtree(output_dir)
 
 
-def calibration_batches(tokenizer, questions, contexts, config: QAConfig, n_windows: int = CALIBRATION_WINDOWS):
+def calibration_batches(
+    tokenizer, questions, contexts, config: QAConfig, n_windows: int = CALIBRATION_WINDOWS
+):
     """Padded single-window feeds (numpy dicts) for NNCF, built by the library's own windowing."""
     from qa_serving.batching import make_batch
     from qa_serving.windowing import prepare_features
@@ -160,7 +164,9 @@ def _synthetic_calibration() -> tuple[list[str], list[str]]:
     from qa_serving.synthetic import generate_squad
 
     squad = generate_squad(20, seed=1234)
-    pairs = [(qa["question"], p["context"]) for a in squad["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    pairs = [
+        (qa["question"], p["context"]) for a in squad["data"] for p in a["paragraphs"] for qa in p["qas"]
+    ]
     return [q for q, _ in pairs], [c for _, c in pairs]
 
 
@@ -219,4 +225,10 @@ def check_openvino_export(
     return report
 
 
-__all__ = ["QUANTIZE_MODES", "OVExportResult", "calibration_batches", "check_openvino_export", "export_openvino"]
+__all__ = [
+    "QUANTIZE_MODES",
+    "OVExportResult",
+    "calibration_batches",
+    "check_openvino_export",
+    "export_openvino",
+]

@@ -10,10 +10,9 @@ unless the caller asks, so the defaults stay the stock pipeline's (fp32).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
-
-import logging
 
 import numpy as np
 
@@ -126,9 +125,12 @@ class TorchBackend:
         self.compiled = compile
         if compile:
             import torch._dynamo
+            import torch._inductor.config
 
             # One graph per (batch, bucket) shape: more than dynamo's default limit of 8 recompiles.
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            # Inference weights are constants: freezing lets inductor pre-pack them for oneDNN on CPU.
+            torch._inductor.config.freezing = True
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +146,9 @@ class TorchBackend:
         return start[:, :length].float().cpu().numpy(), end[:, :length].float().cpu().numpy()
 
 
-def pad_to_bucket(inputs: dict[str, np.ndarray], buckets: tuple[int, ...] = SEQ_BUCKETS) -> dict[str, np.ndarray]:
+def pad_to_bucket(
+    inputs: dict[str, np.ndarray], buckets: tuple[int, ...] = SEQ_BUCKETS
+) -> dict[str, np.ndarray]:
     """Right-pad every input to the smallest bucket >= its length (zeros: masked out by attention_mask).
 
     Example: a ``(16, 100)`` batch with buckets ``(64, 128)`` -> ``(16, 128)``; ``(16, 600)`` stays as it is.
@@ -185,7 +189,9 @@ class OrtBackend:
             import torch
 
             feed = {
-                k: torch.from_numpy(v).to(self.ort_model.device) for k, v in inputs.items() if k in self.input_names
+                k: torch.from_numpy(v).to(self.ort_model.device)
+                for k, v in inputs.items()
+                if k in self.input_names
             }
             out = self.ort_model(**feed)
             return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
@@ -371,7 +377,9 @@ def make_backend(model, device: str | None = None, dtype: str | None = "fp32", c
             logger.info("precision auto -> fp32 (ONNX Runtime runs the exported fp32 graph)")
             dtype = "fp32"
         if dtype != "fp32":
-            raise QAError("dtype applies to the torch and OpenVINO backends; export with --optimize O4 for fp16 ONNX")
+            raise QAError(
+                "dtype applies to the torch and OpenVINO backends; export with --optimize O4 for fp16 ONNX"
+            )
         return OrtBackend(model)
     if is_openvino_model(model):
         return OVBackend(model, dtype=dtype)

@@ -83,10 +83,20 @@ class CustomQAPipeline(Pipeline):
     """Extractive QA over :mod:`qa_serving` (see the module docstring)."""
 
     def __init__(
-        self, *args, qa_config: QAConfig | None = None, dtype_backend: str | None = None, **kwargs
+        self,
+        *args,
+        qa_config: QAConfig | None = None,
+        dtype_backend: str | None = None,
+        precision: str | None = None,
+        **kwargs,
     ) -> None:
         """``dtype_backend``: ``"fp32"``/``"bf16"``/``"fp16"`` to cast the PyTorch model; by default the
-        model keeps its dtype (``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16)."""
+        model keeps its dtype (``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16).
+        ``precision="auto"``: bf16 where the hardware runs it natively (avx512_bf16/AMX CPU, bf16 GPU),
+        else fp32, logged; opt-in, since it changes the numerics of the stock pipeline's fp32 default."""
+        if precision is not None and dtype_backend is not None:
+            raise QAError("pass precision= or dtype_backend=, not both")
+        dtype_backend = precision if precision is not None else dtype_backend
         super().__init__(*args, **kwargs)
         if self.tokenizer is None or not getattr(self.tokenizer, "is_fast", False):
             raise QAError(
@@ -96,7 +106,7 @@ class CustomQAPipeline(Pipeline):
         self.qa_config = qa_config or QAConfig.from_model_dir(
             _model_dir(self.model), model_max_length=max_len
         )
-        on_ort = hasattr(self.model, "session")
+        on_ort = hasattr(self.model, "session") or hasattr(self.model, "ov_config")  # ONNX Runtime / OpenVINO
         self.backend = make_backend(
             self.model, device=None if on_ort else str(self.device), dtype=dtype_backend
         )

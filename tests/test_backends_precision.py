@@ -31,7 +31,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [(frozenset({"avx512f", "avx512_bf16"}), "bf16"), (frozenset({"amx_bf16"}), "bf16"), (frozenset({"avx2"}), "fp32")],
+    [
+        (frozenset({"avx512f", "avx512_bf16"}), "bf16"),
+        (frozenset({"amx_bf16"}), "bf16"),
+        (frozenset({"avx2"}), "fp32"),
+    ],
 )
 def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected, caplog):
     monkeypatch.setattr(hardware, "cpu_flags", lambda *a, **k: flags)

@@ -18,6 +18,7 @@ pytest.importorskip("nncf")
 
 from qa_serving.export.openvino import OV_XML, check_openvino_export, export_openvino
 from qa_serving.export.parity import logit_parity
+
 from qa_serving.backends import (
     OVBackend,
     is_openvino_dir,
@@ -62,7 +63,9 @@ def eval_file(tmp_path_factory) -> Path:
 def exported(tiny_model_dir, eval_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("ov") / "out"
     result = export_openvino(tiny_model_dir, out, quantize=("int8-weights", "int8"))
-    report = check_openvino_export(tiny_model_dir, result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP)
+    report = check_openvino_export(
+        tiny_model_dir, result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP
+    )
     return result, report
 
 
