@@ -176,16 +176,20 @@ def test_truncate_questions_cuts_at_a_token_boundary(tiny_tokenizer):
     assert tiny_tokenizer.tokenize(cut) == pieces[:2]
 
 
-def test_doc_stride_must_leave_room_in_the_window(tiny_tokenizer, qa_factory):
+def test_a_large_doc_stride_cuts_the_question_and_fails_only_when_no_context_fits(tiny_tokenizer, qa_factory):
     ex = qa_factory.example("en", n_sentences=10)
-    room = 64 - 16 - tiny_tokenizer.num_special_tokens_to_add(pair=True)
-    for stride in (room, room + 5):
-        with pytest.raises(QAError, match="doc_stride"):
-            prepare_features(tiny_tokenizer, [ex.question], [ex.context], SMALL.replace(doc_stride=stride))
-    features = prepare_features(
-        tiny_tokenizer, [ex.question], [ex.context], SMALL.replace(doc_stride=room - 1)
-    )
-    assert len(features) > 1
+    n_special = tiny_tokenizer.num_special_tokens_to_add(pair=True)
+    for scoring in ("squad", "pipeline"):
+        # Room for 2 question tokens beside more than doc_stride context tokens: cut, not refused.
+        config = SMALL.replace(doc_stride=64 - n_special - 3, span_scoring=scoring)
+        features = prepare_features(tiny_tokenizer, [ex.question], [ex.context], config)
+        assert len(features) > 1
+        context_tokens = features.stock_offsets[0][:, 4].sum() - 1  # the stock p_mask keeps CLS too
+        assert len(features.input_ids[0]) - n_special - context_tokens == 2
+        with pytest.raises(QAError, match="no context fits"):
+            prepare_features(
+                tiny_tokenizer, [ex.question], [ex.context], config.replace(doc_stride=64 - n_special - 1)
+            )
 
 
 @pytest.mark.parametrize(
