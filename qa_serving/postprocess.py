@@ -10,7 +10,9 @@ then the outer product of start and end probabilities banded by ``triu``/``tril`
 ``argpartition`` / ``argsort`` calls on an array of the same shape (the padded length of the window in
 the stock pipeline's batch), so that ties, zero-probability cells included, resolve as they do there;
 answers with the same lower-cased text are merged (scores summed), the null answer appended, and the
-list sorted and cut to ``top_k``. Windows of one padded length are stacked and searched in one go.
+list sorted and cut to ``top_k``. Windows of one padded length are stacked and searched in one go,
+first in the ``max_answer_len`` band of the outer product only (every other cell is 0); a window whose
+top cells are not unambiguous there (ties, fewer positive cells than asked) gets the full stock search.
 
 ``span_scoring="squad"`` reproduces the SQuAD reference
 post-processing (Hugging Face ``utils_qa.postprocess_qa_predictions``): per window the top
