@@ -94,6 +94,8 @@ class QAHandler(BaseHandler):
         # `qa-serving archive` puts the model in model/ and an optional ONNX export in onnx/.
         if self.settings.backend == "onnx" and (model_dir / "onnx").is_dir():
             return model_dir / "onnx"
+        if self.settings.backend == "openvino" and (model_dir / "openvino").is_dir():
+            return model_dir / "openvino"
         return model_dir / "model" if (model_dir / "model").is_dir() else model_dir
 
     def _device(self, gpu_id) -> str:
