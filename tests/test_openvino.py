@@ -177,3 +177,26 @@ def test_errors(tiny_model_dir, tmp_path):
         export_openvino(tiny_model_dir, tmp_path / "junk")
     with pytest.raises(QAError, match="quantize"):
         export_openvino(tiny_model_dir, tmp_path / "o", quantize=("int4",))
+
+
+def test_cli_export_openvino(tiny_model_dir, eval_file, tmp_path, capsys):
+    from qa_serving.cli import main
+
+    out = tmp_path / "ov"
+    code = main(
+        ["export", "--model", str(tiny_model_dir), "--output", str(out), "--format", "openvino",
+         "--ov-quantize", "int8-weights", "--eval-file", str(eval_file), "--max-eval-samples", "12",
+         "--max-f1-drop", str(RANDOM_MODEL_F1_DROP)]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert (out / OV_XML).is_file() and (out / "int8-weights" / OV_XML).is_file()
+    assert not (out / "int8").exists()  # only the variants asked for
+    rows = json.loads((out / "parity.json").read_text())["rows"]
+    variants = [r["variant"] for r in rows]
+    assert variants[:2] == ["pytorch", "fp32"] and "int8-weights" in variants and "int8" not in variants
+    assert "PASS" in printed
+    # ONNX-only options are refused with --format openvino, before anything is written
+    code = main(["export", "--model", str(tiny_model_dir), "--output", str(tmp_path / "x"),
+                 "--format", "openvino", "--optimize", "O2"])
+    assert code == 2 and not (tmp_path / "x").exists()

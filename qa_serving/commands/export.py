@@ -1,4 +1,5 @@
-"""``qa-serving export``: ONNX export, optional optimization / int8 quantization, then the parity report.
+"""``qa-serving export``: ONNX (or OpenVINO IR) export, optional optimization / int8 quantization, then the
+parity report.
 
 Exit codes: 0 export done and parity passed (or skipped), 1 parity failed (the table says why),
 2 bad input (:class:`qa_serving.errors.QAError`, printed by ``qa_serving.cli.main``).
@@ -11,6 +12,9 @@ import argparse
 from ..errors import QAError
 from ..export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
 
+OV_QUANTIZE_MODES = ("int8-weights", "int8")  # = qa_serving.export.openvino.QUANTIZE_MODES (no import:
+# that module needs nothing optional at import time, but --help should not import NNCF's neighbours)
+
 EPILOG = """\
 layout: OUTPUT/ is the fp32 model; OUTPUT/o1..o4/ and OUTPUT/int8/ are complete model folders too
 (config, tokenizer, qa_config.json), so any of them can be passed to `qa-serving evaluate --model`.
@@ -19,6 +23,10 @@ examples:
   qa-serving export --model runs/model --output runs/onnx
   qa-serving export --model runs/model --output runs/onnx --optimize O2 --quantize auto --eval-file dev.json
   qa-serving export --model runs/model --output runs/onnx-gpu --optimize O4 --device cuda
+  qa-serving export --model runs/model --output runs/ov --format openvino --ov-quantize int8-weights int8
+
+OpenVINO layout: OUTPUT/ is the fp32 IR (run with a bf16 hint where the CPU has avx512_bf16/AMX),
+OUTPUT/int8-weights/ NNCF weight-only int8, OUTPUT/int8/ NNCF full int8; same parity gate as ONNX.
 """
 
 
@@ -39,6 +47,23 @@ def add_parser(subparsers) -> None:
         "--model", required=True, help="fine-tuned PyTorch model folder (config.json, weights, tokenizer)"
     )
     p.add_argument("--output", required=True, help="folder to write the ONNX model(s) into")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "openvino"],
+        default="onnx",
+        help="onnx: Optimum ONNX + ONNX Runtime (default); openvino: Optimum-Intel IR + NNCF int8 "
+        "(needs the 'openvino' extra)",
+    )
+    p.add_argument(
+        "--ov-quantize",
+        nargs="*",
+        choices=OV_QUANTIZE_MODES,
+        default=["int8-weights"],
+        metavar="MODE",
+        help="with --format openvino: NNCF variants to build, any of int8-weights (weight-only) and int8 "
+        "(weights + activations, calibrated on windows of --eval-file, else synthetic text); none: only "
+        "the fp32 IR (default: int8-weights)",
+    )
     p.add_argument(
         "--optimize",
         type=str.upper,
@@ -94,6 +119,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "openvino":
+        return _run_openvino(args)
     try:
         from ..export.onnx import export_onnx
         from ..export.parity import check_export, format_table
@@ -125,6 +152,43 @@ def run(args: argparse.Namespace) -> int:
         f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}), "
         f"logits on {report.n_logit_windows} windows, device {report.device}:\n"
     )
+    print(format_table(report.rows))
+    print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {result.output_dir / 'parity.json'}")
+    return 0 if report.passed else 1
+
+
+def _run_openvino(args: argparse.Namespace) -> int:
+    if args.optimize or args.quantize or args.device != "cpu":
+        raise QAError(
+            "--optimize, --quantize and --device cuda are ONNX Runtime options; with --format openvino use "
+            "--ov-quantize (NNCF) and let the runtime pick bf16/fp32 from the CPU"
+        )
+    from ..export.openvino import check_openvino_export, export_openvino
+    from ..export.parity import format_table
+
+    calibration = None
+    if args.eval_file and "int8" in args.ov_quantize:  # calibrate on the user's own kind of text
+        from ..data import load_examples
+
+        data = load_examples(args.eval_file)
+        data = data.select(range(min(len(data), 256)))
+        calibration = (list(data["question"]), list(data["context"]))
+    result = export_openvino(
+        args.model, args.output, quantize=args.ov_quantize, calibration=calibration, overwrite=args.overwrite
+    )
+    for name, folder in result.variants().items():
+        print(f"{name:>12}: {folder}")
+    if args.skip_parity:
+        return 0
+    report = check_openvino_export(
+        args.model,
+        result,
+        eval_file=args.eval_file,
+        max_eval_samples=args.max_eval_samples,
+        max_f1_drop=args.max_f1_drop,
+        metric=args.metric,
+    )
+    print(f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}):\n")
     print(format_table(report.rows))
     print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {result.output_dir / 'parity.json'}")
     return 0 if report.passed else 1
