@@ -111,7 +111,7 @@ def logit_parity(
 
 
 def _spans(predictions) -> list[tuple[int, int]]:
-    return [(p.answers[0]["start"], p.answers[0]["end"]) for p in predictions]
+    return [(p.best["start"], p.best["end"]) for p in predictions]
 
 
 def quality_parity(

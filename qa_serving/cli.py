@@ -150,7 +150,7 @@ def _run_predict(args) -> int:
         raise QAError("give --question and --context, or --input FILE.jsonl")
     backend, tokenizer, config = _load(args)
     for pred in answer(backend, tokenizer, questions, contexts, config, top_k=args.top_k):
-        print(json.dumps(pred.answers[0] if args.top_k == 1 else pred.answers, ensure_ascii=False))
+        print(json.dumps(pred.best if args.top_k == 1 else pred.answers, ensure_ascii=False))
     return 0
 
 

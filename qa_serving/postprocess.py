@@ -75,6 +75,12 @@ class Prediction:
     def text(self) -> str:
         return self.answers[0]["answer"] if self.answers else ""
 
+    @property
+    def best(self) -> dict:
+        """The top answer; the empty answer (score 0, at 0) when no span survived, where the stock
+        pipeline returns ``[]``, so adapters that promise one dict per question always have one."""
+        return self.answers[0] if self.answers else {"answer": "", "score": 0.0, "start": 0, "end": 0}
+
 
 def window_candidates(
     start_logits: np.ndarray,

@@ -369,7 +369,7 @@ def answer_examples(
         picked = [starts[w] for w in windows], [ends[w] for w in windows]
         predictions = answers_from_logits(subset, *picked, contexts, group_config, top_k=top_k)
         for i, pred in zip(ids, predictions):
-            results[i] = pred.answers[0] if top_k == 1 else pred.answers
+            results[i] = pred.best if top_k == 1 else pred.answers
     return results
 
 
