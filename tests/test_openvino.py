@@ -184,9 +184,23 @@ def test_cli_export_openvino(tiny_model_dir, eval_file, tmp_path, capsys):
 
     out = tmp_path / "ov"
     code = main(
-        ["export", "--model", str(tiny_model_dir), "--output", str(out), "--format", "openvino",
-         "--ov-quantize", "int8-weights", "--eval-file", str(eval_file), "--max-eval-samples", "12",
-         "--max-f1-drop", str(RANDOM_MODEL_F1_DROP)]
+        [
+            "export",
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(out),
+            "--format",
+            "openvino",
+            "--ov-quantize",
+            "int8-weights",
+            "--eval-file",
+            str(eval_file),
+            "--max-eval-samples",
+            "12",
+            "--max-f1-drop",
+            str(RANDOM_MODEL_F1_DROP),
+        ]
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -197,6 +211,17 @@ def test_cli_export_openvino(tiny_model_dir, eval_file, tmp_path, capsys):
     assert variants[:2] == ["pytorch", "fp32"] and "int8-weights" in variants and "int8" not in variants
     assert "PASS" in printed
     # ONNX-only options are refused with --format openvino, before anything is written
-    code = main(["export", "--model", str(tiny_model_dir), "--output", str(tmp_path / "x"),
-                 "--format", "openvino", "--optimize", "O2"])
+    code = main(
+        [
+            "export",
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(tmp_path / "x"),
+            "--format",
+            "openvino",
+            "--optimize",
+            "O2",
+        ]
+    )
     assert code == 2 and not (tmp_path / "x").exists()

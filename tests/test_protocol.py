@@ -241,12 +241,19 @@ def test_a_question_with_no_surviving_span_gets_the_empty_answer(tiny_tokenizer,
     from qa_serving.windowing import prepare_features
 
     config = QAConfig(max_length=48, doc_stride=16, max_question_len=8)
-    rows = [{"question": "Who?", "context": "Ada Park founded Acme."}, {"question": "Who?", "context": "Ada.", "top_k": 2}]
+    rows = [
+        {"question": "Who?", "context": "Ada Park founded Acme."},
+        {"question": "Who?", "context": "Ada.", "top_k": 2},
+    ]
     examples = [parse_body(row, SETTINGS, config)[0][0] for row in rows]
-    features = prepare_features(tiny_tokenizer, [e.question for e in examples], [e.context for e in examples], config)
+    features = prepare_features(
+        tiny_tokenizer, [e.question for e in examples], [e.context for e in examples], config
+    )
     logits = [np.zeros(len(ids), dtype=np.float32) for ids in features.input_ids]
     monkeypatch.setattr(
-        inference, "answers_from_logits", lambda subset, s, e, contexts, *a, **k: [Prediction([], None, [])] * len(contexts)
+        inference,
+        "answers_from_logits",
+        lambda subset, s, e, contexts, *a, **k: [Prediction([], None, [])] * len(contexts),
     )
     got = answer_examples(examples, features, logits, logits, config)
     assert got == [{"answer": "", "score": 0.0, "start": 0, "end": 0}, []]
