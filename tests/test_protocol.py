@@ -236,7 +236,7 @@ def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tok
 def test_a_question_with_no_surviving_span_gets_the_empty_answer(tiny_tokenizer, monkeypatch):
     """'pipeline' mode can leave an example without answers (the stock pipeline returns [] then): a served
     top_k=1 request still gets one answer dict, not an IndexError that fails the whole batch."""
-    import qa_serving.inference as inference
+    from qa_serving import inference
     from qa_serving.postprocess import Prediction
     from qa_serving.windowing import prepare_features
 
