@@ -477,8 +477,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         }
     trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
+    # Mixed precision wraps the model's forward in autocast for good; the final figures are the served
+    # model's (fp32, as `qa-serving evaluate` loads it), so unwrap it. The curve points stay bf16.
+    served = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     final = evaluate(
-        TorchBackend(trainer.model), tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
+        TorchBackend(served), tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
     )
     if qa_config.version_2 and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).

@@ -179,3 +179,8 @@ def test_frozen_embeddings_step_budget_and_learning_curve(synth, tmp_path, caplo
     assert {t["step"] for t in results["timing"]} <= {1, 2, 3, 4} and results["timing"]
     assert all(t["wall_s_per_step"] > 0 for t in results["timing"])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # The final figures are the saved model's as served (fp32), even after bf16 training.
+    served = evaluate(TorchBackend(AutoModelForQuestionAnswering.from_pretrained(out)),
+                      AutoTokenizer.from_pretrained(out), load_examples(synth[1]).select(range(12)),
+                      QAConfig.from_model_dir(out))
+    assert served.metrics["f1"] == pytest.approx(results["final"]["f1"])
