@@ -171,58 +171,29 @@ def _synthetic_calibration() -> tuple[list[str], list[str]]:
 
 
 def check_openvino_export(
-    model_dir: str | Path,
-    result: OVExportResult,
-    *,
-    eval_file: str | Path | None = None,
-    max_eval_samples: int | None = None,
-    max_f1_drop: float = 1.0,
-    metric: str = "auto",
-    bf16: bool | None = None,
+    model_dir: str | Path, result: OVExportResult, *, bf16: bool | None = None, **options
 ):
-    """Parity of every OpenVINO variant vs the PyTorch model, with the ONNX export's rules.
+    """Parity of every OpenVINO variant vs the PyTorch model, with the ONNX export's rules
+    (:func:`qa_serving.export.parity.check_variants`; ``options`` are its keywords).
 
     The ``fp32`` row runs with the f32 precision hint (logits within 1e-3, identical spans); int8 rows
     and, where the CPU has native bf16 (``bf16=None``: detected), a ``bf16`` row are held to the F1-drop
     rule. Writes ``parity.json`` into the export folder.
     """
-    from transformers import AutoTokenizer
-
     from qa_serving.backends import load_backend
-    from qa_serving.data import load_examples
     from qa_serving.hardware import has_native_bf16
 
-    from .parity import PARITY_NAME, _synthetic_dataset, quality_parity
+    from .parity import check_variants
 
-    if eval_file is not None:
-        dataset, label = load_examples(eval_file), str(eval_file)
-    else:
-        dataset, label = _synthetic_dataset(), "synthetic (qa_serving.synthetic, 20 articles, seed 1234)"
-        metric = "squad" if metric == "auto" else metric
-    if max_eval_samples:
-        dataset = dataset.select(range(min(max_eval_samples, len(dataset))))
-    config = QAConfig.from_model_dir(result.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(result.output_dir, use_fast=True)
-    torch_backend = load_backend(model_dir, backend="torch", device="cpu")
-    variants = {"fp32": (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="fp32"))}
-    if has_native_bf16() if bf16 is None else bf16:
-        variants["bf16"] = (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="bf16"))
-    for name, folder in result.quantized.items():
-        variants[name] = (str(folder), load_backend(folder, "openvino", dtype="fp32"))
-    report = quality_parity(
-        torch_backend,
-        variants,
-        tokenizer,
-        dataset,
-        config,
-        metric=metric,
-        source=eval_file,
-        max_f1_drop=max_f1_drop,
-        data_label=label,
-        device="cpu",
-    )
-    report.save(Path(result.output_dir) / PARITY_NAME)
-    return report
+    def load_variants() -> dict:
+        out = {"fp32": (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="fp32"))}
+        if has_native_bf16() if bf16 is None else bf16:
+            out["bf16"] = (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="bf16"))
+        for name, folder in result.quantized.items():
+            out[name] = (str(folder), load_backend(folder, "openvino", dtype="fp32"))
+        return out
+
+    return check_variants(model_dir, result.output_dir, load_variants, device="cpu", **options)
 
 
 __all__ = [

@@ -204,20 +204,20 @@ def _synthetic_dataset(n_articles: int = 20):
         return load_examples(write_squad(Path(tmp) / "synthetic.json", n_articles=n_articles, seed=1234))
 
 
-def check_export(
+def check_variants(
     model_dir: str | Path,
-    result,
+    output_dir: str | Path,
+    load_variants,
     *,
     eval_file: str | Path | None = None,
     max_eval_samples: int | None = None,
     max_f1_drop: float = 1.0,
     metric: str = "auto",
+    device: str = "cpu",
 ) -> ParityReport:
-    """Parity of every variant in ``result`` (an :class:`export.onnx.ExportResult`) vs ``model_dir``.
-
-    Writes ``parity.json`` into the export folder. int8 always runs on CPU: dynamic quantization
-    targets CPU kernels (its ``DynamicQuantizeLinear`` has no CUDA kernel).
-    """
+    """The parity gate of every export format: the PyTorch model in ``model_dir`` vs the variants that
+    ``load_variants()`` returns (``{label: (folder, backend)}``), on ``eval_file`` (a generated synthetic
+    set when ``None``); settings and tokenizer from ``output_dir``, where ``parity.json`` is written."""
     from transformers import AutoTokenizer
 
     from qa_serving.backends import load_backend
@@ -232,19 +232,12 @@ def check_export(
         metric = "squad" if metric == "auto" else metric
     if max_eval_samples:
         dataset = dataset.select(range(min(max_eval_samples, len(dataset))))
-    config = QAConfig.from_model_dir(result.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(result.output_dir, use_fast=True)
-    torch_backend = load_backend(model_dir, backend="torch", device=result.device)
-    variants = {
-        name: (
-            str(folder),
-            load_backend(folder, backend="onnx", device="cpu" if name == "int8" else result.device),
-        )
-        for name, folder in result.variants().items()
-    }
+    config = QAConfig.from_model_dir(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir, use_fast=True)
+    torch_backend = load_backend(model_dir, backend="torch", device=device)
     report = quality_parity(
         torch_backend,
-        variants,
+        load_variants(),
         tokenizer,
         dataset,
         config,
@@ -252,16 +245,36 @@ def check_export(
         source=eval_file,
         max_f1_drop=max_f1_drop,
         data_label=label,
-        device=result.device,
+        device=device,
     )
-    report.save(Path(result.output_dir) / PARITY_NAME)
+    report.save(Path(output_dir) / PARITY_NAME)
     return report
+
+
+def check_export(model_dir: str | Path, result, **options) -> ParityReport:
+    """Parity of every variant in ``result`` (an :class:`export.onnx.ExportResult`) vs ``model_dir``;
+    ``options``: those of :func:`check_variants`. Writes ``parity.json`` into the export folder. int8
+    always runs on CPU: dynamic quantization targets CPU kernels (``DynamicQuantizeLinear`` has no CUDA
+    kernel)."""
+    from qa_serving.backends import load_backend
+
+    def load_variants() -> dict:
+        return {
+            name: (
+                str(folder),
+                load_backend(folder, backend="onnx", device="cpu" if name == "int8" else result.device),
+            )
+            for name, folder in result.variants().items()
+        }
+
+    return check_variants(model_dir, result.output_dir, load_variants, device=result.device, **options)
 
 
 __all__ = [
     "ParityReport",
     "ParityRow",
     "check_export",
+    "check_variants",
     "format_table",
     "logit_parity",
     "quality_parity",

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_openvino(args)
     try:
         from ..export.onnx import export_onnx
-        from ..export.parity import check_export, format_table
+        from ..export.parity import check_export
 
         result = export_onnx(
             args.model,
@@ -140,20 +140,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:>5}: {folder}")
     if args.skip_parity:
         return 0
-    report = check_export(
-        args.model,
-        result,
-        eval_file=args.eval_file,
-        max_eval_samples=args.max_eval_samples,
-        max_f1_drop=args.max_f1_drop,
-        metric=args.metric,
-    )
+    return _print_report(check_export(args.model, result, **_parity_options(args)), result.output_dir)
+
+
+def _parity_options(args: argparse.Namespace) -> dict:
+    return {
+        "eval_file": args.eval_file,
+        "max_eval_samples": args.max_eval_samples,
+        "max_f1_drop": args.max_f1_drop,
+        "metric": args.metric,
+    }
+
+
+def _print_report(report, output_dir) -> int:
+    """The parity table and verdict; exit code 0 pass, 1 fail."""
+    from ..export.parity import format_table
+
     print(
         f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}), "
         f"logits on {report.n_logit_windows} windows, device {report.device}:\n"
     )
     print(format_table(report.rows))
-    print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {result.output_dir / 'parity.json'}")
+    print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {output_dir / 'parity.json'}")
     return 0 if report.passed else 1
 
 
@@ -164,7 +172,6 @@ def _run_openvino(args: argparse.Namespace) -> int:
             "--ov-quantize (NNCF) and let the runtime pick bf16/fp32 from the CPU"
         )
     from ..export.openvino import check_openvino_export, export_openvino
-    from ..export.parity import format_table
 
     calibration = None
     if args.eval_file and "int8" in args.ov_quantize:  # calibrate on the user's own kind of text
@@ -180,15 +187,6 @@ def _run_openvino(args: argparse.Namespace) -> int:
         print(f"{name:>12}: {folder}")
     if args.skip_parity:
         return 0
-    report = check_openvino_export(
-        args.model,
-        result,
-        eval_file=args.eval_file,
-        max_eval_samples=args.max_eval_samples,
-        max_f1_drop=args.max_f1_drop,
-        metric=args.metric,
+    return _print_report(
+        check_openvino_export(args.model, result, **_parity_options(args)), result.output_dir
     )
-    print(f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}):\n")
-    print(format_table(report.rows))
-    print(f"\n{'PASS' if report.passed else 'FAIL'}; written to {result.output_dir / 'parity.json'}")
-    return 0 if report.passed else 1
