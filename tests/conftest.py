@@ -212,6 +212,42 @@ def save_tiny_span_model(path: Path, texts: list[str], head_scale: float = 50.0)
     return path
 
 
+# --- export helpers (ONNX and OpenVINO export tests) --------------------------------------------------
+
+#: Short windows, so the generated examples split into several each (the export tests' settings).
+EXPORT_QA_CONFIG_FIELDS = {"max_length": 64, "doc_stride": 24, "max_question_len": 20, "batch_size": 16}
+
+
+def save_exportable_model(path: Path) -> Path:
+    """A random tiny BERT span model + WordPiece tokenizer trained on generated SQuAD text + qa_config.json
+    (:data:`EXPORT_QA_CONFIG_FIELDS`): what the ONNX and OpenVINO export tests convert."""
+    from qa_serving.config import QAConfig
+    from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+    from qa_serving.synthetic import generate_squad
+
+    paragraphs = [p for article in generate_squad(20, seed=3)["data"] for p in article["paragraphs"]]
+    texts = [p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]]
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=400)
+    scratch_model(tokenizer, "tiny", seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    QAConfig(**EXPORT_QA_CONFIG_FIELDS).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """:func:`save_exportable_model` in a temp folder (a test module may define its own instead)."""
+    return save_exportable_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def eval_file(tmp_path_factory) -> Path:
+    """A generated 4-article SQuAD v1.1 file for parity checks (a test module may define its own)."""
+    from qa_serving.synthetic import write_squad
+
+    return write_squad(tmp_path_factory.mktemp("data") / "dev.json", n_articles=4, seed=11)
+
+
 def assert_same_answers(got, want) -> None:
     """Same spans and texts as the reference (a dict, or lists of them); scores equal up to float noise."""
     if isinstance(want, list):

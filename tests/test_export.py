@@ -14,39 +14,18 @@ import pytest
 
 pytest.importorskip("optimum.onnxruntime")
 
+from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.onnx import detect_quantization_target, export_onnx
 from qa_serving.export.parity import check_export, format_table, logit_parity, quality_parity
+
 from qa_serving.backends import load_backend, load_onnx_model
 from qa_serving.cli import main
 from qa_serving.config import QAConfig
 from qa_serving.data import load_examples
 from qa_serving.errors import QAError
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
-from qa_serving.synthetic import generate_squad, write_squad
 
-QA_CONFIG = QAConfig(max_length=64, doc_stride=24, max_question_len=20, batch_size=16)
+QA_CONFIG = QAConfig(**EXPORT_QA_CONFIG_FIELDS)
 RANDOM_MODEL_F1_DROP = 50.0  # see the `exported` fixture
-
-
-def _texts(squad: dict) -> list[str]:
-    paragraphs = [p for article in squad["data"] for p in article["paragraphs"]]
-    return [p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A random tiny BERT span model with its tokenizer and a qa_config.json (short windows: several per example)."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = train_wordpiece_tokenizer(_texts(generate_squad(20, seed=3)), vocab_size=400)
-    scratch_model(tokenizer, "tiny", seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    QA_CONFIG.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def eval_file(tmp_path_factory) -> Path:
-    return write_squad(tmp_path_factory.mktemp("data") / "dev.json", n_articles=4, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +100,9 @@ def test_int8_loads_answers_and_reports_f1_drop(exported):
     ops = {node.op_type for node in graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}, ops  # really quantized
     # Per-channel weight scales by default (one scale per output column, not one per tensor).
-    scales = [t for t in graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1]
+    scales = [
+        t for t in graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1
+    ]
     assert scales, "expected per-channel weight scales"
     assert model.session is not None
     int8 = _row(report, "int8")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("optimum.intel")
 pytest.importorskip("nncf")
 
+from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.openvino import OV_XML, check_openvino_export, export_openvino
 from qa_serving.export.parity import logit_parity
 
@@ -32,31 +32,9 @@ from qa_serving.config import QAConfig
 from qa_serving.data import load_examples
 from qa_serving.errors import QAError
 from qa_serving.inference import answer
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
-from qa_serving.synthetic import generate_squad, write_squad
 
-QA_CONFIG = QAConfig(max_length=64, doc_stride=24, max_question_len=20, batch_size=16)
+QA_CONFIG = QAConfig(**EXPORT_QA_CONFIG_FIELDS)
 RANDOM_MODEL_F1_DROP = 50.0  # random weights: int8 F1 is noise; the rule itself is tested in test_export
-
-
-def _texts(squad: dict) -> list[str]:
-    paragraphs = [p for article in squad["data"] for p in article["paragraphs"]]
-    return [p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = train_wordpiece_tokenizer(_texts(generate_squad(20, seed=3)), vocab_size=400)
-    scratch_model(tokenizer, "tiny", seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    QA_CONFIG.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def eval_file(tmp_path_factory) -> Path:
-    return write_squad(tmp_path_factory.mktemp("data") / "dev.json", n_articles=4, seed=11)
 
 
 @pytest.fixture(scope="module")
