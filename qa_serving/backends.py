@@ -174,6 +174,16 @@ def _accepted_inputs(model) -> set[str]:
     return {name for name in ("input_ids", "attention_mask", "token_type_ids") if name in params}
 
 
+def graph_feed(inputs: dict[str, np.ndarray], input_names: set[str]) -> dict[str, np.ndarray]:
+    """The inputs an exported graph takes: ours it does not know are dropped, and ``token_type_ids`` is
+    zeros when the graph wants it but the tokenizer gives none (a BERT-architecture encoder with an XLM-R
+    tokenizer, e.g. multilingual-e5-small: PyTorch defaults it to zeros, a graph needs it fed)."""
+    feed = {k: v for k, v in inputs.items() if k in input_names}
+    if "token_type_ids" in input_names and "token_type_ids" not in feed:
+        feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+    return feed
+
+
 class OrtBackend:
     """An ONNX Runtime session (from an Optimum export); CUDA runs through Optimum's IO binding."""
 
@@ -190,13 +200,11 @@ class OrtBackend:
 
             feed = {
                 k: torch.from_numpy(v).to(self.ort_model.device)
-                for k, v in inputs.items()
-                if k in self.input_names
+                for k, v in graph_feed(inputs, self.input_names).items()
             }
             out = self.ort_model(**feed)
             return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-        feed = {k: v for k, v in inputs.items() if k in self.input_names}
-        start, end = self.session.run(["start_logits", "end_logits"], feed)
+        start, end = self.session.run(["start_logits", "end_logits"], graph_feed(inputs, self.input_names))
         return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
 
 
@@ -216,10 +224,7 @@ class OVBackend:
         self.dtype = openvino_dtype(ov_model)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        feed = {k: v for k, v in inputs.items() if k in self.input_names}
-        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        out = self.request.infer(feed)
+        out = self.request.infer(graph_feed(inputs, self.input_names))
         return (
             np.asarray(out["start_logits"], dtype=np.float32),
             np.asarray(out["end_logits"], dtype=np.float32),

@@ -87,3 +87,18 @@ def test_onnx_runtime_auto_is_fp32(tiny_model_dir, tmp_path):
     assert type(backend).__name__ == "OrtBackend"
     with pytest.raises(QAError, match="dtype applies"):
         make_backend(backend.ort_model, dtype="bf16")
+
+
+def test_graph_feed_gives_a_graph_what_it_takes():
+    """An XLM-R tokenizer gives no token_type_ids, a BERT-architecture graph (multilingual-e5-small
+    exported) requires them: zeros are fed, inputs the graph does not take are dropped."""
+    from qa_serving.backends import graph_feed
+
+    ids = np.array([[0, 17, 2, 1]], dtype=np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": ids}
+    feed = graph_feed(inputs, {"input_ids", "attention_mask", "token_type_ids"})
+    assert set(feed) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert feed["token_type_ids"].shape == ids.shape and not feed["token_type_ids"].any()
+    given = {**inputs, "token_type_ids": np.ones_like(ids)}
+    assert graph_feed(given, {"input_ids", "token_type_ids"})["token_type_ids"] is given["token_type_ids"]
+    assert set(graph_feed(inputs, {"input_ids"})) == {"input_ids"}

@@ -10,7 +10,7 @@
 #
 # Sizing: ~3,100 training questions -> ~4,000 windows of <= 256 tokens (stride 128) -> ~250 steps of 16.
 # A step (16 x 256, bf16 autocast on avx512_bf16/AMX, word embeddings frozen) costs ~3-4 s on 2 idle cores
-# (7.8 CPU-s measured), so STEPS=800 (~3 epochs) is the 45-minute budget. The budget is a step count, not
+# (7.8 CPU-s measured), so STEPS=800 (~1.85 epochs) is the 45-minute budget. The budget is a step count, not
 # minutes, so a machine shared with other jobs gives the same model, only later; the log has
 # `[time]` lines (wall and CPU seconds per step) and `[eval]` lines (EM/F1 on CURVE_Q held-out questions
 # every EVAL_EVERY steps: the learning curve). Checkpoints every SAVE_EVERY steps; rerunning resumes.
