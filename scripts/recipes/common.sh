@@ -57,8 +57,21 @@ PY
 train() {
   local log=$1; shift
   set +e
-  qa-serving train "$@" 2>&1 | tee "$log" | grep --line-buffered -E "^\[eval\]|^error"
+  qa-serving train "$@" 2>&1 | tee -a "$log" | grep --line-buffered -E "^\[eval\]|^error"
   local status=${PIPESTATUS[0]}
   set -e
   if [ "$status" != 0 ]; then echo "training failed (exit $status), see $log" >&2; tail -5 "$log" >&2; exit 1; fi
+}
+
+# score METRIC OFFICIAL_SCRIPT : our `qa-serving evaluate` of $OUT/model on $OUT/eval.json, then the official
+# script on the same predictions file; prints both headlines (they must agree)
+score() {
+  local metric=$1 script=$2
+  echo "== evaluate (our pipeline, $metric) on $OUT/eval.json"
+  qa-serving evaluate --model "$OUT/model" --eval-file "$OUT/eval.json" --metric "$metric" \
+    --predictions-out "$OUT/predictions.json" > "$OUT/ours.json" 2> "$OUT/evaluate.log"
+  echo "== official $script on the same predictions"
+  python "$SHARED/eval/$script" "$OUT/eval.json" "$OUT/predictions.json" > "$OUT/official.json"
+  echo "ours:     $(headline "$OUT/ours.json" exact_match f1 total)"
+  echo "official: $(headline "$OUT/official.json" exact_match f1)"
 }

@@ -41,11 +41,4 @@ train "$OUT/train.log" --model multilingual-e5-small --train-file "$DATA" "${SPL
   --precision auto --save-steps "$SAVE_EVERY" --eval-steps "$EVAL_EVERY" --curve-eval-samples "$CURVE_Q" \
   --no-eval-every-epoch --eval-batch-size 32 --logging-steps 10 --no-progress "${LIMITS[@]}"
 
-echo "== evaluate (our pipeline, KorQuAD char-level F1) on $OUT/eval.json"
-qa-serving evaluate --model "$OUT/model" --eval-file "$OUT/eval.json" --metric korquad \
-  --predictions-out "$OUT/predictions.json" > "$OUT/ours.json" 2> "$OUT/evaluate.log"
-echo "== official evaluate-korquad-v1.0.py on the same predictions"
-python "$SHARED/eval/evaluate-korquad-v1.0.py" "$OUT/eval.json" "$OUT/predictions.json" > "$OUT/official.json"
-
-echo "ours:     $(headline "$OUT/ours.json" exact_match f1 total)"
-echo "official: $(headline "$OUT/official.json" exact_match f1)"
+score korquad evaluate-korquad-v1.0.py

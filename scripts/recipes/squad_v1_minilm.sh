@@ -42,11 +42,4 @@ train "$OUT/train.log" --model "$MODEL" "${SOURCE[@]}" --output-dir "$OUT/model"
   --max-length 256 --doc-stride 128 --batch-size 16 --epochs "$EPOCHS" --learning-rate "$LR" \
   --budget-minutes "$BUDGET" --eval-batch-size 64 --no-progress "${LIMITS[@]}"
 
-echo "== evaluate (our pipeline) on $OUT/eval.json"
-qa-serving evaluate --model "$OUT/model" --eval-file "$OUT/eval.json" --metric squad \
-  --predictions-out "$OUT/predictions.json" > "$OUT/ours.json" 2> "$OUT/evaluate.log"
-echo "== official evaluate-v1.1.py on the same predictions"
-python "$SHARED/eval/evaluate-v1.1.py" "$OUT/eval.json" "$OUT/predictions.json" > "$OUT/official.json"
-
-echo "ours:     $(headline "$OUT/ours.json" exact_match f1 total)"
-echo "official: $(headline "$OUT/official.json" exact_match f1)"
+score squad evaluate-v1.1.py
