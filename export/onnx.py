@@ -276,9 +276,9 @@ def _export_fp32(model_dir: Path, output_dir: Path, config, export_config, devic
 
 
 def export_onnx(
+    *,
     model_dir: str | Path,
     output_dir: str | Path,
-    *,
     optimize: str | None = None,
     quantize: str | None = None,
     device: str = "cpu",
@@ -294,7 +294,7 @@ def export_onnx(
     on all-MiniLM-L6-v2 fine-tuned on SQuAD (400 held-out questions): F1 drop 0.39 per channel vs 2.48
     per tensor, at the same speed.
 
-    >>> export_onnx("runs/model", "runs/onnx", optimize="O2", quantize="auto").variants()  # doctest: +SKIP
+    >>> export_onnx(model_dir="runs/model", output_dir="runs/onnx", optimize="O2", quantize="auto").variants()  # doctest: +SKIP
     {'fp32': PosixPath('runs/onnx'), 'O2': PosixPath('runs/onnx/o2'), 'int8': PosixPath('runs/onnx/int8')}
     """
     model_dir, output_dir = Path(model_dir), Path(output_dir)

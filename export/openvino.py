@@ -102,9 +102,9 @@ def _finish_folder(folder: Path, config, tokenizer, qa_config: QAConfig) -> None
 
 
 def export_openvino(
+    *,
     model_dir: str | Path,
     output_dir: str | Path,
-    *,
     quantize: tuple[str, ...] | list[str] = ("int8-weights",),
     calibration: tuple[list[str], list[str]] | None = None,
     overwrite: bool = False,
@@ -115,7 +115,7 @@ def export_openvino(
     activations; calibrated on ``calibration`` = ``(questions, contexts)``, by default a generated
     synthetic set, which only fixes activation ranges).
 
-    >>> export_openvino("runs/model", "runs/ov", quantize=["int8-weights", "int8"]).variants()  # doctest: +SKIP
+    >>> export_openvino(model_dir="runs/model", output_dir="runs/ov", quantize=["int8-weights", "int8"]).variants()  # doctest: +SKIP
     {'fp32': PosixPath('runs/ov'), 'int8-weights': PosixPath('runs/ov/int8-weights'), 'int8': ...}
     """
     nncf, openvino, ov_cls = _openvino()
@@ -171,7 +171,7 @@ def _synthetic_calibration() -> tuple[list[str], list[str]]:
 
 
 def check_openvino_export(
-    model_dir: str | Path, result: OVExportResult, *, bf16: bool | None = None, **options
+    *, model_dir: str | Path, result: OVExportResult, bf16: bool | None = None, **options
 ):
     """Parity of every OpenVINO variant vs the PyTorch model, with the ONNX export's rules
     (:func:`qa_serving.export.parity.check_variants`; ``options`` are its keywords).

@@ -251,7 +251,7 @@ def check_variants(
     return report
 
 
-def check_export(model_dir: str | Path, result, **options) -> ParityReport:
+def check_export(*, model_dir: str | Path, result, **options) -> ParityReport:
     """Parity of every variant in ``result`` (an :class:`export.onnx.ExportResult`) vs ``model_dir``;
     ``options``: those of :func:`check_variants`. Writes ``parity.json`` into the export folder. int8
     always runs on CPU: dynamic quantization targets CPU kernels (``DynamicQuantizeLinear`` has no CUDA

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .batching import make_batch, plan_batches, unpad_logits
 from .config import QAConfig
+from .errors import QAError
 from .postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from .windowing import Features, prepare_features
 
@@ -94,7 +95,10 @@ def answers_from_logits(
         ]
     if config.span_scoring == "pipeline":
         if features.stock_offsets is None:
-            raise ValueError("span_scoring='pipeline' needs features prepared with that config")
+            raise QAError(
+                "span_scoring='pipeline' needs features with stock offsets "
+                "(build them with prepare_features, not by hand)"
+            )
         padded = features.lengths if padded_length is None else np.asarray(padded_length)
         shift = None
         if context_first:  # the stock code subtracts the number of pad ids in the padded row

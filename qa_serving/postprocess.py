@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import QAError
 from .windowing import NO_OFFSET
 
 
@@ -460,7 +461,7 @@ def postprocess(
     for ex, context in enumerate(contexts):
         idx = order[bounds[ex] : bounds[ex + 1]]
         if idx.size == 0:
-            raise ValueError(f"example {ex} has no windows")
+            raise QAError(f"example {ex} has no windows: features and contexts do not match")
         out.append(
             postprocess_example(
                 [start_logits[i] for i in idx],

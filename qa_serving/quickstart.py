@@ -187,8 +187,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
     print("[3/6] export to ONNX (fp32 + int8) with parity check", flush=True)
     onnx_dir = cfg.output_dir / "onnx"
-    exported = export_onnx(model_dir, onnx_dir, quantize="auto", overwrite=True)
-    report = check_export(model_dir, exported, eval_file=eval_file)
+    exported = export_onnx(model_dir=model_dir, output_dir=onnx_dir, quantize="auto", overwrite=True)
+    report = check_export(model_dir=model_dir, result=exported, eval_file=eval_file)
     for row in report.rows:
         s["em_f1"][row.variant] = (row.exact, row.f1)
         s["qps_in_process"][row.variant] = row.questions_per_second

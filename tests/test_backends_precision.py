@@ -82,7 +82,7 @@ def test_onnx_runtime_auto_is_fp32(tiny_model_dir, tmp_path):
     pytest.importorskip("optimum.onnxruntime")
     from export.onnx import export_onnx
 
-    result = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    result = export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "onnx")
     backend = load_backend(result.output_dir, dtype="auto")
     assert type(backend).__name__ == "OrtBackend"
     with pytest.raises(QAError, match="dtype applies"):

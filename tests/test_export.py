@@ -38,8 +38,8 @@ def exported(tiny_model_dir, eval_file, tmp_path_factory):
     ``test_rules_fail_on_logit_drift_and_f1_drop`` and through the CLI below.
     """
     out = tmp_path_factory.mktemp("onnx") / "out"
-    result = export_onnx(tiny_model_dir, out, optimize="O2", quantize="auto")
-    report = check_export(tiny_model_dir, result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP)
+    result = export_onnx(model_dir=tiny_model_dir, output_dir=out, optimize="O2", quantize="auto")
+    report = check_export(model_dir=tiny_model_dir, result=result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP)
     return result, report
 
 
@@ -147,8 +147,8 @@ def test_frozen_encoder_head_exports(tmp_path, tiny_model_dir, eval_file):
     model.save_pretrained(tmp_path / "frozen")
     tokenizer.save_pretrained(tmp_path / "frozen")
     QA_CONFIG.save(tmp_path / "frozen")
-    result = export_onnx(tmp_path / "frozen", tmp_path / "out", optimize="O1")
-    report = check_export(tmp_path / "frozen", result, eval_file=eval_file, max_eval_samples=20)
+    result = export_onnx(model_dir=tmp_path / "frozen", output_dir=tmp_path / "out", optimize="O1")
+    report = check_export(model_dir=tmp_path / "frozen", result=result, eval_file=eval_file, max_eval_samples=20)
     assert report.passed, format_table(report.rows)
     assert _row(report, "fp32").max_logit_diff < 1e-3
     assert (
@@ -237,9 +237,9 @@ def test_cli_help_lists_the_options(capsys):
 
 def test_bad_model_path(tmp_path, capsys):
     with pytest.raises(QAError, match="does not exist"):
-        export_onnx(tmp_path / "missing", tmp_path / "out")
+        export_onnx(model_dir=tmp_path / "missing", output_dir=tmp_path / "out")
     with pytest.raises(QAError, match="no config.json"):
-        export_onnx(tmp_path, tmp_path / "out")
+        export_onnx(model_dir=tmp_path, output_dir=tmp_path / "out")
     assert main(["export", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -250,19 +250,19 @@ def test_missing_weights(tiny_model_dir, tmp_path):
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (no_weights / name).write_bytes((tiny_model_dir / name).read_bytes())
     with pytest.raises(QAError, match="could not export"):
-        export_onnx(no_weights, tmp_path / "out")
+        export_onnx(model_dir=no_weights, output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()  # no half-written export left behind
 
 
 def test_output_folder_guarded(tiny_model_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(QAError, match="not empty"):
-        export_onnx(tiny_model_dir, tmp_path)
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path)
     with pytest.raises(QAError, match="previous export"):
-        export_onnx(tiny_model_dir, tmp_path, overwrite=True)
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").exists()
     with pytest.raises(QAError, match="differ"):
-        export_onnx(tiny_model_dir, tiny_model_dir)
+        export_onnx(model_dir=tiny_model_dir, output_dir=tiny_model_dir)
 
 
 def test_unsupported_architecture(tmp_path):
@@ -273,21 +273,21 @@ def test_unsupported_architecture(tmp_path):
         tmp_path
     )
     with pytest.raises(QAError, match="cannot export gpt2 models.*bert"):
-        export_onnx(tmp_path, tmp_path / "out")
+        export_onnx(model_dir=tmp_path, output_dir=tmp_path / "out")
 
 
 def test_o4_needs_a_gpu(tiny_model_dir, tmp_path):
     with pytest.raises(QAError, match="O4.*GPU"):
-        export_onnx(tiny_model_dir, tmp_path / "out", optimize="O4", device="cpu")
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "out", optimize="O4", device="cpu")
 
 
 def test_bad_options(tiny_model_dir, tmp_path):
     with pytest.raises(QAError, match="optimize must be"):
-        export_onnx(tiny_model_dir, tmp_path / "out", optimize="O9")
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "out", optimize="O9")
     with pytest.raises(QAError, match="quantize must be"):
-        export_onnx(tiny_model_dir, tmp_path / "out", quantize="avx9000")
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "out", quantize="avx9000")
     with pytest.raises(QAError, match="device must be"):
-        export_onnx(tiny_model_dir, tmp_path / "out", device="tpu")
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "out", device="tpu")
 
 
 def test_cuda_without_onnxruntime_gpu(tiny_model_dir, exported, tmp_path):
@@ -296,7 +296,7 @@ def test_cuda_without_onnxruntime_gpu(tiny_model_dir, exported, tmp_path):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(QAError, match="onnxruntime-gpu"):
-        export_onnx(tiny_model_dir, tmp_path / "out", device="cuda")
+        export_onnx(model_dir=tiny_model_dir, output_dir=tmp_path / "out", device="cuda")
     with pytest.raises(QAError, match="onnxruntime-gpu"):
         load_onnx_model(exported[0].output_dir, device="cuda")
 

@@ -280,7 +280,7 @@ def test_onnx_backend_matches_its_pipeline(model_dir, tmp_path):
     pytest.importorskip("optimum.onnxruntime", reason="needs optimum-onnx[onnxruntime]")
     export_onnx = pytest.importorskip("qa_serving.export.onnx").export_onnx
     onnx_dir = tmp_path / "onnx"
-    export_onnx(model_dir, onnx_dir)
+    export_onnx(model_dir=model_dir, output_dir=onnx_dir)
     handler = QAHandler()
     # The archive layout: model/ (torch) beside onnx/ (export); QA_BACKEND/handler.backend picks one.
     (tmp_path / "archive").mkdir()

@@ -40,9 +40,9 @@ RANDOM_MODEL_F1_DROP = 50.0  # random weights: int8 F1 is noise; the rule itself
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, eval_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("ov") / "out"
-    result = export_openvino(tiny_model_dir, out, quantize=("int8-weights", "int8"))
+    result = export_openvino(model_dir=tiny_model_dir, output_dir=out, quantize=("int8-weights", "int8"))
     report = check_openvino_export(
-        tiny_model_dir, result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP
+        model_dir=tiny_model_dir, result=result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP
     )
     return result, report
 
@@ -152,9 +152,9 @@ def test_errors(tiny_model_dir, tmp_path):
     with pytest.raises(QAError, match="not empty"):
         (tmp_path / "junk").mkdir()
         (tmp_path / "junk" / "x").write_text("x")
-        export_openvino(tiny_model_dir, tmp_path / "junk")
+        export_openvino(model_dir=tiny_model_dir, output_dir=tmp_path / "junk")
     with pytest.raises(QAError, match="quantize"):
-        export_openvino(tiny_model_dir, tmp_path / "o", quantize=("int4",))
+        export_openvino(model_dir=tiny_model_dir, output_dir=tmp_path / "o", quantize=("int4",))
 
 
 def test_cli_export_openvino(tiny_model_dir, eval_file, tmp_path, capsys):

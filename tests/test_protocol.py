@@ -257,3 +257,24 @@ def test_a_question_with_no_surviving_span_gets_the_empty_answer(tiny_tokenizer,
     )
     got = answer_examples(examples, features, logits, logits, config)
     assert got == [{"answer": "", "score": 0.0, "start": 0, "end": 0}, []]
+
+
+def test_pipeline_scoring_of_features_without_stock_offsets_is_a_clear_error(tiny_tokenizer):
+    """answers_from_logits with "pipeline" scoring but Features built without the stock offsets (by hand,
+    not by prepare_features): a QAError saying how to prepare them, not a crash deep in postprocessing."""
+    import dataclasses
+
+    from qa_serving.errors import QAError
+    from qa_serving.inference import answers_from_logits
+    from qa_serving.windowing import prepare_features
+
+    squad = QAConfig(max_length=48, doc_stride=16, span_scoring="squad")
+    context = "Curie won the prize in 1903."
+    features = dataclasses.replace(
+        prepare_features(tiny_tokenizer, ["When?"], [context], squad), stock_offsets=None
+    )
+    logits = [np.zeros(len(ids), np.float32) for ids in features.input_ids]
+    with pytest.raises(QAError, match="needs features with stock offsets"):
+        answers_from_logits(features, logits, logits, [context], squad.replace(span_scoring="pipeline"))
+    [pred] = answers_from_logits(features, logits, logits, [context], squad)  # "squad" does not need them
+    assert pred.best["answer"] in context

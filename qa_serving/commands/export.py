@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         from ..export.parity import check_export
 
         result = export_onnx(
-            args.model,
-            args.output,
+            model_dir=args.model,
+            output_dir=args.output,
             optimize=args.optimize,
             quantize=args.quantize,
             device=args.device,
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:>5}: {folder}")
     if args.skip_parity:
         return 0
-    return _print_report(check_export(args.model, result, **_parity_options(args)), result.output_dir)
+    return _print_report(check_export(model_dir=args.model, result=result, **_parity_options(args)), result.output_dir)
 
 
 def _parity_options(args: argparse.Namespace) -> dict:
@@ -181,12 +181,12 @@ def _run_openvino(args: argparse.Namespace) -> int:
         data = data.select(range(min(len(data), 256)))
         calibration = (list(data["question"]), list(data["context"]))
     result = export_openvino(
-        args.model, args.output, quantize=args.ov_quantize, calibration=calibration, overwrite=args.overwrite
+        model_dir=args.model, output_dir=args.output, quantize=args.ov_quantize, calibration=calibration, overwrite=args.overwrite
     )
     for name, folder in result.variants().items():
         print(f"{name:>12}: {folder}")
     if args.skip_parity:
         return 0
     return _print_report(
-        check_openvino_export(args.model, result, **_parity_options(args)), result.output_dir
+        check_openvino_export(model_dir=args.model, result=result, **_parity_options(args)), result.output_dir
     )
