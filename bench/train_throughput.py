@@ -10,7 +10,7 @@ size and step count. The two recipes differ where they really differ:
   padded to max_length, as ``run_qa.py`` does by default (``pad_to_max_length=True``); ``bf16=True``.
 
 Tokens/s counts real (unpadded) tokens of the windows trained on, so padding shows up as lost
-throughput. The four runs are interleaved step-budget-wise (recipe after recipe, ``--rounds`` times, the
+throughput. ``--pad-multiples 1,32`` adds a ``qa-serving train`` row per ``pad_to_multiple_of``. The runs are interleaved step-budget-wise (recipe after recipe, ``--rounds`` times, the
 fastest round kept) because the machine may be shared.
 
     python -m bench.train_throughput                # 12 steps of 16 windows per run
@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # `python bench/train_throughput.py`
 
 from bench.common import RESULTS_DIR, Column, default_eval_file, markdown_table, minilm_tokenizer_path
 
-RECIPES = ("qa-serving train", "plain Trainer")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -107,6 +106,7 @@ def run_qa_serving(
     batch: int,
     max_length: int,
     out: Path,
+    pad_to_multiple_of: int = 1,
 ) -> float:
     """:func:`qa_serving.training.train` for ``steps`` steps (evaluation cut to 1 question). Returns its
     training seconds (``train_seconds``: the training loop, without loading or evaluation)."""
@@ -127,6 +127,7 @@ def run_qa_serving(
         eval_every_epoch=False,
         progress=False,
         logging_steps=10_000,
+        pad_to_multiple_of=pad_to_multiple_of,
     )
     return float(train(cfg)["train_seconds"])
 
@@ -141,6 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--rounds", type=int, default=1, help="times each run is repeated (best kept)")
+    p.add_argument("--pad-multiples", default="1",
+                   help="comma-separated pad_to_multiple_of values: one qa-serving train row each")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="subset of fp32,bf16")
     p.add_argument("--name", default="train-throughput")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     return p.parse_args(argv)
@@ -158,12 +162,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # qa-serving may reorder by length, but over the same set of windows).
     n_windows = min(len(features), args.steps * args.batch_size)
     real_tokens = sum(len(features.input_ids[i]) for i in range(n_windows))
+    multiples = [int(m) for m in args.pad_multiples.split(",")]
+    recipes = [f"qa-serving train{'' if m == 1 else f' (pad to x{m})'}" for m in multiples] + ["plain Trainer"]
+    precisions = args.precisions.split(",")
     best: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="qa-train-bench-") as tmp:
         for r in range(args.rounds):
-            for precision in PRECISIONS:
-                for recipe in RECIPES:
-                    out = Path(tmp) / f"{recipe.split()[0]}-{precision}-{r}"
+            for precision in precisions:
+                for recipe, multiple in zip(recipes, [*multiples, None]):
+                    out = Path(tmp) / f"{recipe.split()[0]}-{multiple}-{precision}-{r}"
                     print(f"[train_throughput] round {r}: {recipe} {precision}", file=sys.stderr, flush=True)
                     if recipe == "plain Trainer":
                         seconds = run_plain_trainer(
@@ -179,10 +186,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             args.batch_size,
                             args.max_length,
                             out,
+                            multiple,
                         )
                     key = (recipe, precision)
                     best[key] = min(best.get(key, float("inf")), seconds)
-    base = best[("plain Trainer", "fp32")]
+    base = best[("plain Trainer", precisions[0])]
     rows = [
         {
             "recipe": recipe,
@@ -192,15 +200,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tokens_per_s": real_tokens / best[(recipe, precision)],
             "x_plain_fp32": base / best[(recipe, precision)],
         }
-        for precision in PRECISIONS
-        for recipe in RECIPES
+        for precision in precisions
+        for recipe in recipes
     ]
     cols = [
         Column("recipe", "recipe", align="left"),
         Column("precision", "precision", align="left"),
         Column("s_per_step", "s/step", ".2f"),
         Column("tokens_per_s", "real tokens/s", ".0f"),
-        Column("x_plain_fp32", "x plain Trainer fp32", ".2f"),
+        Column("x_plain_fp32", f"x plain Trainer {precisions[0]}", ".2f"),
     ]
     table = markdown_table(rows, cols)
     text = (

@@ -80,6 +80,11 @@ class TrainConfig:
     group_by_length: bool = field(
         default=True, metadata={"help": "Batch windows of similar length together (less padding per step)."}
     )
+    pad_to_multiple_of: int = field(
+        default=1,
+        metadata={"help": "Pad each batch to a multiple of N tokens (at most max_length): fewer distinct shapes "
+                          "for the CPU kernels to set up and cache; 1 = pad to the longest window only."},
+    )
     max_steps: int | None = field(
         default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs for the schedule)."}
     )
@@ -120,7 +125,7 @@ class TrainConfig:
             raise QAError("--freeze-encoder needs a pretrained encoder (--model), not --from-scratch")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise QAError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples"):
+        for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples", "pad_to_multiple_of"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise QAError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 < self.eval_fraction < 1:
@@ -177,16 +182,24 @@ class FeatureDataset:
 
 
 class PadCollator:
-    """Pads a list of windows to the longest one (dynamic padding) on the tokenizer's side."""
+    """Pads a list of windows to the longest one (dynamic padding) on the tokenizer's side, rounded up to a
+    multiple of ``pad_to_multiple_of`` (never past ``max_length``): fewer distinct batch shapes, so the CPU
+    kernels' per-shape caches stay small (see ``TrainConfig.pad_to_multiple_of``)."""
 
-    def __init__(self, pad_token_id: int, padding_side: str = "right") -> None:
+    def __init__(
+        self, pad_token_id: int, padding_side: str = "right", pad_to_multiple_of: int = 1, max_length: int = 0
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.side = padding_side
+        self.multiple = max(1, pad_to_multiple_of)
+        self.max_length = max_length
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        length = max(len(x["input_ids"]) for x in items)
+        longest = max(len(x["input_ids"]) for x in items)
+        length = -(-longest // self.multiple) * self.multiple
+        length = max(longest, min(length, self.max_length)) if self.max_length else length
         ids = [x["input_ids"] for x in items]
         batch = {
             "input_ids": pad_rows(ids, length, self.pad_token_id, self.side),
@@ -460,7 +473,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model=model,
         args=args,
         train_dataset=FeatureDataset(features),
-        data_collator=PadCollator(features.pad_token_id, features.padding_side),
+        data_collator=PadCollator(
+            features.pad_token_id, features.padding_side, cfg.pad_to_multiple_of, max_length=cfg.max_length
+        ),
         callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history, timings),
     )
     started = time.perf_counter()

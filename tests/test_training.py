@@ -184,3 +184,24 @@ def test_frozen_embeddings_step_budget_and_learning_curve(synth, tmp_path, caplo
                       AutoTokenizer.from_pretrained(out), load_examples(synth[1]).select(range(12)),
                       QAConfig.from_model_dir(out))
     assert served.metrics["f1"] == pytest.approx(results["final"]["f1"])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batches_pad_to_a_multiple_never_past_max_length(side):
+    """pad_to_multiple_of rounds each batch's length up (fewer shapes), caps at max_length, and the labels
+    still point at the same tokens when padding goes on the left."""
+    import numpy as np
+
+    from qa_serving.training import PadCollator
+
+    rows = [np.arange(3, 3 + n) for n in (5, 11)]
+    items = [{"input_ids": r, "start_positions": 1, "end_positions": 2} for r in rows]
+    assert PadCollator(0, side)(items)["input_ids"].shape == (2, 11)  # default: the longest window
+    batch = PadCollator(0, side, pad_to_multiple_of=8, max_length=64)(items)
+    assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].sum() == 5 + 11
+    for i, r in enumerate(rows):
+        start, end = int(batch["start_positions"][i]), int(batch["end_positions"][i])
+        assert batch["input_ids"][i, start].item() == r[1] and batch["input_ids"][i, end].item() == r[2]
+    assert PadCollator(0, side, pad_to_multiple_of=8, max_length=12)(items)["input_ids"].shape == (2, 12)
+    with pytest.raises(QAError, match="pad_to_multiple_of"):
+        TrainConfig(model="m", train_file="x.json", pad_to_multiple_of=0)
