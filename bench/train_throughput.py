@@ -10,8 +10,9 @@ size and step count. The two recipes differ where they really differ:
   padded to max_length, as ``run_qa.py`` does by default (``pad_to_max_length=True``); ``bf16=True``.
 
 Tokens/s counts real (unpadded) tokens of the windows trained on, so padding shows up as lost
-throughput. ``--pad-multiples 1,32`` adds a ``qa-serving train`` row per ``pad_to_multiple_of``. The runs are interleaved step-budget-wise (recipe after recipe, ``--rounds`` times, the
-fastest round kept) because the machine may be shared.
+throughput. ``--pad-multiples 1,32`` adds a ``qa-serving train`` row per ``pad_to_multiple_of``. The runs
+are interleaved step-budget-wise (recipe after recipe, ``--rounds`` times, the fastest round kept)
+because the machine may be shared.
 
     python -m bench.train_throughput                # 12 steps of 16 windows per run
     python -m bench.train_throughput --steps 4      # smoke-sized
