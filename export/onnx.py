@@ -197,10 +197,10 @@ def _check_architecture(config, optimize: str | None):
 
 
 def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
+    from qa_serving.windowing import load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+        tokenizer = load_tokenizer(model_dir)
     except (OSError, ValueError, TypeError) as err:
         raise QAError(
             f"no usable tokenizer in {model_dir} ({err}); save it beside the model with "

@@ -119,13 +119,15 @@ def export_openvino(
     {'fp32': PosixPath('runs/ov'), 'int8-weights': PosixPath('runs/ov/int8-weights'), 'int8': ...}
     """
     nncf, openvino, ov_cls = _openvino()
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
+
+    from qa_serving.windowing import load_tokenizer
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     quantize = tuple(quantize or ())
     _check(model_dir, output_dir, quantize, overwrite)
     config = AutoConfig.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    tokenizer = load_tokenizer(model_dir)
     qa_config = QAConfig.from_model_dir(model_dir)
     logger.info("exporting %s (%s) to OpenVINO IR in %s", model_dir, config.model_type, output_dir)
     try:

@@ -31,7 +31,7 @@ from qa_serving.errors import QAError
 from qa_serving.evaluation import evaluate_predictions, pick_metric
 from qa_serving.inference import Backend, answer, window_logits
 from qa_serving.tables import Column, markdown_table
-from qa_serving.windowing import prepare_features
+from qa_serving.windowing import load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,6 @@ def check_variants(
     """The parity gate of every export format: the PyTorch model in ``model_dir`` vs the variants that
     ``load_variants()`` returns (``{label: (folder, backend)}``), on ``eval_file`` (a generated synthetic
     set when ``None``); settings and tokenizer from ``output_dir``, where ``parity.json`` is written."""
-    from transformers import AutoTokenizer
-
     from qa_serving.backends import load_backend
     from qa_serving.data import load_examples
 
@@ -233,7 +231,7 @@ def check_variants(
     if max_eval_samples:
         dataset = dataset.select(range(min(max_eval_samples, len(dataset))))
     config = QAConfig.from_model_dir(output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(output_dir, use_fast=True)
+    tokenizer = load_tokenizer(output_dir)
     torch_backend = load_backend(model_dir, backend="torch", device=device)
     report = quality_parity(
         torch_backend,

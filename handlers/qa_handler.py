@@ -37,7 +37,7 @@ from qa_serving.hardware import available_cpus
 from qa_serving.inference import window_logits
 from qa_serving.protocol import PHRASES, Example, Request, answer_examples, parse_row, responses
 from qa_serving.serving.settings import HandlerSettings
-from qa_serving.windowing import Features, prepare_features
+from qa_serving.windowing import Features, load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ class QAHandler(BaseHandler):
     """Batched extractive QA over :mod:`qa_serving` (see the module docstring)."""
 
     def initialize(self, context) -> None:
-        from transformers import AutoTokenizer
-
         self.context = context
         self.manifest = getattr(context, "manifest", None)
         yaml_config = getattr(context, "model_yaml_config", None) or {}
@@ -71,7 +69,7 @@ class QAHandler(BaseHandler):
         self.config = QAConfig.from_model_dir(path)
         if self.settings.feature_batch_size:
             self.config = self.config.replace(batch_size=self.settings.feature_batch_size)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+        self.tokenizer = load_tokenizer(path)
         self.backend = load_backend(
             path, backend=self.settings.backend, device=self.device, dtype=self.settings.dtype
         )

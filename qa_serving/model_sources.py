@@ -341,7 +341,9 @@ def check_model(folder: str | Path) -> dict[str, Any]:
 
     Returns the figures (check embedding, cosines) so ``prepare`` can print and cache them.
     """
-    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoModel, AutoModelForQuestionAnswering
+
+    from .windowing import load_tokenizer
 
     qa, info = AutoModelForQuestionAnswering.from_pretrained(str(folder), output_loading_info=True)
     missing = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")]
@@ -351,7 +353,7 @@ def check_model(folder: str | Path) -> dict[str, Any]:
             f"mismatched {info.get('mismatched_keys', [])[:5]}; delete the folder and prepare it again"
         )
     del qa
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    tokenizer = load_tokenizer(folder)
     model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
     emb = mean_pooled(model, tokenizer, [CHECK_SENTENCE, CHECK_PARAPHRASE, CHECK_UNRELATED])
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)

@@ -163,12 +163,13 @@ def _served_qps(server, name: str, questions: list[str], contexts: list[str], cl
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Every step in order; returns the summary (also written to ``<output_dir>/summary.json``)."""
-    from transformers import AutoTokenizer, pipeline
+    from transformers import pipeline
 
     from .data import load_examples
     from .export.onnx import export_onnx
     from .export.parity import check_export
     from .serving import build_archive, start_server, stop_server
+    from .windowing import load_tokenizer
 
     s = cfg.summary
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         evals = load_examples(eval_file)
         question, context = evals[0]["question"], evals[0]["context"]
         served = _served_answer(server, cfg.name, question, context)
-        tokenizer = AutoTokenizer.from_pretrained(serve_dir)
+        tokenizer = load_tokenizer(serve_dir)
         local = pipeline("custom-qa", model=str(serve_dir), tokenizer=tokenizer)(question=question, context=context)
         s["sample"] = {"question": question, "served": served, "in_process": local,
                        "same_answer": (served["answer"], served["start"]) == (local["answer"], local["start"])}

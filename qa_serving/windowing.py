@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -213,6 +214,19 @@ def _word_spans(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
     out[valid, 0] = starts[run_of]
     out[valid, 1] = ends[run_of]
     return out
+
+
+def load_tokenizer(path: str | Path):
+    """The fast (Rust) tokenizer saved in ``path``: windowing needs its offset mappings.
+
+    ``fix_mistral_regex=False`` says what is true of every tokenizer this project saves (none is a Mistral
+    tokenizer): transformers 4.57.3-4.57.x otherwise warns "incorrect regex pattern ... will lead to incorrect
+    tokenization" for any local folder with a vocabulary over 100k pieces, e.g. multilingual-e5-small's
+    (huggingface/transformers#44031; no tokenization changes either way).
+    """
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), use_fast=True, fix_mistral_regex=False)
 
 
 def prepare_features(

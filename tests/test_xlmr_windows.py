@@ -226,3 +226,32 @@ def test_handler_answers_korean_and_japanese_like_the_library(tokenizer, tmp_pat
         keys = ("answer", "start", "end")
         assert {k: out[k] for k in keys} == {k: pred.answers[0][k] for k in keys}
         assert out["answer"] == (c * 2)[out["start"] : out["end"]] and not out["answer"][:1].isspace()
+
+
+def test_load_tokenizer_skips_transformers_false_mistral_warning(tokenizer, tmp_path):
+    """A saved model folder with this 250k-piece vocabulary makes transformers 4.57.6 warn "incorrect regex
+    pattern ... will lead to incorrect tokenization" (a false positive for non-Mistral tokenizers,
+    huggingface/transformers#44031); every load of ours says fix_mistral_regex=False: no warning, same ids."""
+    import logging
+
+    from transformers import AutoTokenizer, BertConfig
+
+    from qa_serving.windowing import load_tokenizer
+
+    tokenizer.save_pretrained(tmp_path)
+    BertConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path)  # a model folder: config.json beside it
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger("transformers.tokenization_utils_base")
+    log.addHandler(handler)
+    try:
+        ours = load_tokenizer(tmp_path)
+        quiet = list(records)
+        plain = AutoTokenizer.from_pretrained(tmp_path)
+    finally:
+        log.removeHandler(handler)
+    assert not [m for m in quiet if "regex" in m]
+    # (the plain load warns on transformers 4.57.3-4.57.6; a later release may fix that, so not asserted)
+    text = "서울은 한국의 수도이다."
+    assert ours.is_fast and ours(text)["input_ids"] == plain(text)["input_ids"] == tokenizer(text)["input_ids"]
