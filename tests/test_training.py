@@ -205,3 +205,61 @@ def test_batches_pad_to_a_multiple_never_past_max_length(side):
     assert PadCollator(0, side, pad_to_multiple_of=8, max_length=12)(items)["input_ids"].shape == (2, 12)
     with pytest.raises(QAError, match="pad_to_multiple_of"):
         TrainConfig(model="m", train_file="x.json", pad_to_multiple_of=0)
+
+
+def test_fit_linear_schedule_reaims_the_decay():
+    """A schedule sized for 1,000 steps, re-aimed at 100: warmup 10% of 100, zero at step 100; other
+    schedules are left alone."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from qa_serving.training import fit_linear_schedule
+
+    def rates(scheduler, steps):
+        return [scheduler.lr_lambdas[0](s) for s in steps]
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    linear = get_linear_schedule_with_warmup(opt, num_warmup_steps=100, num_training_steps=1000)
+    assert rates(linear, [50, 100]) == pytest.approx([0.5, 1.0])
+    assert fit_linear_schedule(linear, 100, warmup_ratio=0.1)
+    assert rates(linear, [5, 10, 55, 100, 120]) == pytest.approx([0.5, 1.0, 0.5, 0.0, 0.0])
+    cosine = get_cosine_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=1000)
+    assert not fit_linear_schedule(cosine, 100, warmup_ratio=0.1)
+    assert cosine.lr_lambdas[0](500) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_time_budget_ends_with_the_learning_rate_near_zero(synth, tmp_path, monkeypatch):
+    """With --budget-minutes, the decay is aimed at the step the budget ends on (estimated from the pace), not
+    at the end of all the epochs: the last logged rate is a small part of the peak. A fake clock makes every
+    step take exactly 1 s of a 40 s budget, so the run is the same on any machine."""
+    import time as real_time
+
+    from transformers import TrainerCallback
+
+    from qa_serving import training
+
+    clock = {"t": 0.0}
+    rates: list[float] = []
+
+    class FakeTime:  # the budget's clock; the timing lines keep the real one
+        monotonic = staticmethod(lambda: clock["t"])
+        perf_counter = staticmethod(real_time.perf_counter)
+        process_time = staticmethod(real_time.process_time)
+
+    class Tick(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock["t"] += 1.0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "learning_rate" in logs:
+                rates.append(logs["learning_rate"])
+
+    monkeypatch.setattr(training, "time", FakeTime)
+    real_callbacks = training._make_callbacks
+    monkeypatch.setattr(training, "_make_callbacks", lambda *a, **k: [Tick(), *real_callbacks(*a, **k)])
+    results = train(TrainConfig(from_scratch="tiny", train_file=str(synth[0]), eval_file=str(synth[1]),
+                                output_dir=str(tmp_path / "run"), epochs=50, batch_size=8, learning_rate=1e-3,
+                                budget_minutes=40 / 60, max_eval_samples=4, eval_every_epoch=False,
+                                **{**FAST, "logging_steps": 1}))  # fmt: skip
+    assert results["steps_done"] == 41  # the step that crosses 40 s stops the run
+    assert results["lr_schedule_steps"] == 40  # 2 steps in 2 s, 38 s left
+    assert max(rates) == pytest.approx(1e-3, rel=0.05) and rates[-1] < 0.05 * max(rates), rates
