@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -102,9 +101,7 @@ class TrainConfig:
     seed: int = field(default=42, metadata={"help": "Random seed."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     budget_minutes: float | None = field(
-        default=None,
-        metadata={"help": "Stop training after this many minutes (then evaluate and save); the learning-rate "
-                          "decay is aimed at the step the budget ends on (re-estimated from the pace)."},
+        default=None, metadata={"help": "Stop training after this many minutes (then evaluate and save)."}
     )
     eval_every_epoch: bool = field(default=True, metadata={"help": "EM/F1 after each epoch, not only at the end."})
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
@@ -312,19 +309,12 @@ def _from_rank0(make):
 
 
 def _make_callbacks(
-    cfg: TrainConfig,
-    tokenizer,
-    eval_dataset,
-    qa_config: QAConfig,
-    history: list,
-    timings: list | None = None,
-    scheduled: dict | None = None,
+    cfg: TrainConfig, tokenizer, eval_dataset, qa_config: QAConfig, history: list, timings: list | None = None
 ):
     import torch
     from transformers import TrainerCallback
 
     timings = [] if timings is None else timings
-    scheduled = {} if scheduled is None else scheduled  # "steps": where a fitted schedule ends
 
     from .backends import TorchBackend
     from .evaluation import evaluate
@@ -381,48 +371,15 @@ def _make_callbacks(
                   f"({torch.get_num_threads()} threads)", flush=True)
 
     class Budget(TrainerCallback):
-        """Stops training once the time budget is spent (evaluation and saving still happen), and aims the
-        learning-rate schedule at the step the budget will end on: re-estimated from the pace so far every
-        ``REFIT_EVERY`` steps (after the first, slow one), so that a budgeted run decays to ~0 instead of
-        stopping near its peak rate (the schedule is otherwise sized for all the epochs)."""
+        """Stops training once the time budget is spent; evaluation and saving still happen."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.started, self.first_step = time.monotonic(), state.global_step
+            self.started = time.monotonic()
 
-        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
-            if not cfg.budget_minutes:
-                return
-            elapsed, budget = time.monotonic() - self.started, cfg.budget_minutes * 60
-            if elapsed > budget:
+        def on_step_end(self, args, state, control, **kwargs):
+            if cfg.budget_minutes and time.monotonic() - self.started > cfg.budget_minutes * 60:
                 control.should_training_stop = True
                 control.should_save = True
-                return
-            done = state.global_step - self.first_step
-            if lr_scheduler is not None and done >= 2 and (done == 2 or done % REFIT_EVERY == 0):
-                expected = state.global_step + int((budget - elapsed) / (elapsed / done))
-                if expected < state.max_steps and fit_linear_schedule(lr_scheduler, expected, cfg.warmup_ratio):
-                    scheduled["steps"] = expected
-
-    return [EpochEval(), StepEval(), Timing(), Budget()]
-
-
-REFIT_EVERY = 10  # steps between re-estimates of where a time budget ends
-
-
-def fit_linear_schedule(lr_scheduler, total_steps: int, warmup_ratio: float) -> bool:
-    """Re-aim a transformers linear warmup/decay schedule (a ``LambdaLR``) at ``total_steps``, warmup
-    ``warmup_ratio`` of them; False (unchanged) for any other schedule. The rate at each step is recomputed
-    from the step number, so this only changes where the decay ends."""
-    from functools import partial
-
-    from transformers.optimization import _get_linear_schedule_with_warmup_lr_lambda as linear
-
-    fns = getattr(lr_scheduler, "lr_lambdas", None)
-    if not fns or not all(isinstance(f, partial) and f.func is linear for f in fns):
-        return False
-    warmup = int(math.ceil(warmup_ratio * total_steps))
-    lr_scheduler.lr_lambdas = [partial(linear, num_warmup_steps=warmup, num_training_steps=total_steps) for _ in fns]
-    return True
 
     return [EpochEval(), StepEval(), Timing(), Budget()]
 
@@ -512,7 +469,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         tokenizer.save_pretrained(out)
     history: list[dict] = []
     timings: list[dict] = []
-    scheduled: dict[str, int] = {}
     trainer = Trainer(
         model=model,
         args=args,
@@ -520,14 +476,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         data_collator=PadCollator(
             features.pad_token_id, features.padding_side, cfg.pad_to_multiple_of, max_length=cfg.max_length
         ),
-        callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history, timings, scheduled),
+        callbacks=_make_callbacks(cfg, tokenizer, eval_ds, qa_config, history, timings),
     )
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
-    if scheduled:
-        logger.info("learning-rate schedule fitted to the %s-minute budget: decays to 0 at step %d",
-                    cfg.budget_minutes, scheduled["steps"])  # fmt: skip
     if not trainer.is_world_process_zero():
         # Rank 0 evaluates every question and writes the model; the other ranks only say what they did.
         return {
@@ -561,8 +514,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 1),
         "train_loss": train_output.training_loss,
         "epochs_done": round(trainer.state.epoch or 0, 3),
-        "steps_done": trainer.state.global_step,
-        "lr_schedule_steps": scheduled.get("steps"),  # set when a time budget re-aimed the decay
         "final": final.metrics,
         "history": history,
         "timing": timings,
