@@ -82,8 +82,9 @@ class TrainConfig:
     )
     pad_to_multiple_of: int = field(
         default=1,
-        metadata={"help": "Pad each batch to a multiple of N tokens (at most max_length): fewer distinct shapes "
-                          "for the CPU kernels to set up and cache; 1 = pad to the longest window only."},
+        metadata={"help": "Pad each batch to a multiple of N tokens (at most max_length): fewer distinct batch "
+                          "shapes (e.g. 8 for GPU tensor cores); 1 = pad to the longest window only. On 2 CPU "
+                          "cores 32/64 measured 7-13% slower (docs/hardware.md)."},
     )
     max_steps: int | None = field(
         default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs for the schedule)."}
@@ -183,8 +184,8 @@ class FeatureDataset:
 
 class PadCollator:
     """Pads a list of windows to the longest one (dynamic padding) on the tokenizer's side, rounded up to a
-    multiple of ``pad_to_multiple_of`` (never past ``max_length``): fewer distinct batch shapes, so the CPU
-    kernels' per-shape caches stay small (see ``TrainConfig.pad_to_multiple_of``)."""
+    multiple of ``pad_to_multiple_of`` (never past ``max_length``): fewer distinct batch shapes, at the cost of
+    padding (see ``TrainConfig.pad_to_multiple_of`` for what it measured)."""
 
     def __init__(
         self, pad_token_id: int, padding_side: str = "right", pad_to_multiple_of: int = 1, max_length: int = 0
