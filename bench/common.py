@@ -488,7 +488,9 @@ def export_variants(model_dir: str | Path, out_dir: str | Path, *, device: str =
         return expected
     from qa_serving.export.onnx import export_onnx
 
-    result = export_onnx(model_dir=model_dir, output_dir=out_dir, optimize="O2", quantize="auto", device=device, overwrite=True)
+    result = export_onnx(
+        model_dir=model_dir, output_dir=out_dir, optimize="O2", quantize="auto", device=device, overwrite=True
+    )
     marker.write_text(json.dumps({"source": source, "quantize": result.quantize}) + "\n")
     return {k: Path(v) for k, v in result.variants().items()}
 

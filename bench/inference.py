@@ -751,7 +751,11 @@ def openvino_variants(model_dir: Path, out_dir: Path, eval_file: str | None = No
     n = min(128, len(train))
     calibration = (list(train["question"][:n]), list(train["context"][:n]))
     result = export_openvino(
-        model_dir=model_dir, output_dir=out_dir, quantize=("int8-weights", "int8"), calibration=calibration, overwrite=True
+        model_dir=model_dir,
+        output_dir=out_dir,
+        quantize=("int8-weights", "int8"),
+        calibration=calibration,
+        overwrite=True,
     )
     marker.write_text(json.dumps({"source": source}) + "\n")
     return result.variants()

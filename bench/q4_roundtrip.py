@@ -41,11 +41,8 @@ def q4_roundtrip(w: np.ndarray) -> np.ndarray:
     return dequantize_q4_0(quantize_q4_0(w), w.shape)
 
 
-def snr_db(original: np.ndarray, rounded: np.ndarray) -> float:
-    """Signal-to-noise ratio of the rounding, in dB (20 dB = noise RMS a tenth of the weights' RMS)."""
-    noise = float(np.sqrt(np.mean((original - rounded) ** 2)))
-    signal = float(np.sqrt(np.mean(original**2)))
-    return 20 * np.log10(signal / noise) if noise else float("inf")
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2)))
 
 
 def roundtrip_state_dict(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -54,10 +51,12 @@ def roundtrip_state_dict(state: dict[str, np.ndarray]) -> tuple[dict[str, np.nda
     for name, w in state.items():
         if not Q4_TENSORS.search(name) or w.ndim != 2 or w.shape[-1] % QK:
             continue
-        r = q4_roundtrip(w)
-        out[name] = r
-        rows.append({"tensor": name, "shape": "x".join(map(str, w.shape)), "rms": float(np.sqrt(np.mean(w**2))),
-                     "noise": float(np.sqrt(np.mean((w - r) ** 2))), "snr": snr_db(w, r)})  # fmt: skip
+        out[name] = q4_roundtrip(w)
+        signal, noise = rms(w), rms(w - out[name])
+        # signal/noise in dB: 20 dB = rounding noise a tenth of the weights' RMS
+        snr = 20 * np.log10(signal / noise) if noise else float("inf")
+        shape = "x".join(map(str, w.shape))
+        rows.append({"tensor": name, "shape": shape, "rms": signal, "noise": noise, "snr": snr})
     return out, rows
 
 

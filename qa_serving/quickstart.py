@@ -119,7 +119,7 @@ def choose_metric(cfg: QuickstartConfig) -> str:
     return "korquad" if korean else "squad"
 
 
-def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_fields: dict) -> dict:
+def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_fields: dict, metric: str) -> dict:
     from .training import TrainConfig, train
 
     pretrained = "model" in model_fields
@@ -136,7 +136,7 @@ def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_field
         learning_rate=1e-4 if pretrained else 1e-3,
         eval_every_epoch=False,
         logging_steps=20,
-        metric=choose_metric(cfg),
+        metric=metric,
     )
     return train(TrainConfig(**model_fields, **settings))
 
@@ -185,20 +185,20 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print(f"[1/6] data ({'hub reachable' if online else 'offline'})", flush=True)
     train_file, eval_file, s["data"] = choose_data(cfg, online)
     model_fields, s["model"] = choose_model(cfg, online)
+    s["metric"] = choose_metric(cfg)
     print(f"      data: {s['data']}\n      model: {s['model']}", flush=True)
 
     print(f"[2/6] fine-tune (budget {cfg.budget_minutes} min) and evaluate", flush=True)
-    results = _train(cfg, train_file, eval_file, model_fields)
+    results = _train(cfg, train_file, eval_file, model_fields, s["metric"])
     model_dir = cfg.output_dir / "model"
     s["train_seconds"] = results["train_seconds"]
-    s["metric"] = choose_metric(cfg)
     s["em_f1"] = {"pytorch": (results["final"]["exact_match"], results["final"]["f1"])}
     s["qps_in_process"] = {"pytorch": results["final"]["questions_per_second"]}
 
     print("[3/6] export to ONNX (fp32 + int8) with parity check", flush=True)
     onnx_dir = cfg.output_dir / "onnx"
     exported = export_onnx(model_dir=model_dir, output_dir=onnx_dir, quantize="auto", overwrite=True)
-    report = check_export(model_dir=model_dir, result=exported, eval_file=eval_file, metric=choose_metric(cfg))
+    report = check_export(model_dir=model_dir, result=exported, eval_file=eval_file, metric=s["metric"])
     for row in report.rows:
         s["em_f1"][row.variant] = (row.exact, row.f1)
         s["qps_in_process"][row.variant] = row.questions_per_second

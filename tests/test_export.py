@@ -39,7 +39,9 @@ def exported(tiny_model_dir, eval_file, tmp_path_factory):
     """
     out = tmp_path_factory.mktemp("onnx") / "out"
     result = export_onnx(model_dir=tiny_model_dir, output_dir=out, optimize="O2", quantize="auto")
-    report = check_export(model_dir=tiny_model_dir, result=result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP)
+    report = check_export(
+        model_dir=tiny_model_dir, result=result, eval_file=eval_file, max_f1_drop=RANDOM_MODEL_F1_DROP
+    )
     return result, report
 
 
@@ -148,7 +150,9 @@ def test_frozen_encoder_head_exports(tmp_path, tiny_model_dir, eval_file):
     tokenizer.save_pretrained(tmp_path / "frozen")
     QA_CONFIG.save(tmp_path / "frozen")
     result = export_onnx(model_dir=tmp_path / "frozen", output_dir=tmp_path / "out", optimize="O1")
-    report = check_export(model_dir=tmp_path / "frozen", result=result, eval_file=eval_file, max_eval_samples=20)
+    report = check_export(
+        model_dir=tmp_path / "frozen", result=result, eval_file=eval_file, max_eval_samples=20
+    )
     assert report.passed, format_table(report.rows)
     assert _row(report, "fp32").max_logit_diff < 1e-3
     assert (

