@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 # One copy each, in the library; re-exported here for the bench scripts.
-from qa_serving.hardware import available_cpus, cpu_model, key_flags
+from qa_serving.core.hardware import available_cpus, cpu_model, key_flags
 from qa_serving.tables import Column, key_value_table, markdown_table, table_header, table_rows  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -328,7 +328,7 @@ def load_eval_set(
     Every ``round(1 / long_share)``-th question gets ``long_paragraphs`` paragraphs of its article as
     context (its own among them), so it needs several 384-token windows.
     """
-    from qa_serving.data import load_examples, split_by_article
+    from qa_serving.data.loading import load_examples, split_by_article
 
     if eval_file is None:
         path = default_eval_file()
@@ -382,7 +382,7 @@ def load_eval_set(
 
 def score(eval_set: EvalSet, predictions: Sequence[str]) -> tuple[float, float]:
     """SQuAD v1.1 (EM, F1) in points of ``predictions`` (answer texts, in eval-set order)."""
-    from qa_serving.metrics import compute_metrics
+    from qa_serving.data.metrics import compute_metrics
 
     scores = compute_metrics("squad", dict(zip(eval_set.ids, predictions)), eval_set.references())
     return float(scores["exact_match"]), float(scores["f1"])
@@ -390,7 +390,7 @@ def score(eval_set: EvalSet, predictions: Sequence[str]) -> tuple[float, float]:
 
 def window_stats(tokenizer, eval_set: EvalSet, config) -> dict[str, float]:
     """Windows per question with ``config``'s max_length/doc_stride: total, mean, share needing > 1."""
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.windowing import prepare_features
 
     features = prepare_features(tokenizer, eval_set.questions, eval_set.contexts, config)
     per_question = np.bincount(features.example_index, minlength=len(eval_set))
@@ -429,7 +429,7 @@ def random_distilbert(size: str = "base", cache_dir: str | Path = CACHE_DIR, see
     import torch
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering, DistilBertTokenizerFast
 
-    from qa_serving.config import QAConfig
+    from qa_serving.core.config import QAConfig
 
     if size not in DISTILBERT_SIZES:
         raise ValueError(f"size must be one of {sorted(DISTILBERT_SIZES)}, got {size!r}")

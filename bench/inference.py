@@ -181,7 +181,7 @@ def useful_flops(model_dir: str | Path, eval_set: EvalSet, config) -> float:
     variant, so utilisation compares paths, not padding strategies."""
     from transformers import AutoTokenizer
 
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.windowing import prepare_features
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
     features = prepare_features(tokenizer, eval_set.questions, eval_set.contexts, config)
@@ -288,7 +288,7 @@ def load_variant(
     if variant.backend == "openvino":
         from optimum.intel import OVModelForQuestionAnswering
 
-        from qa_serving.backends import load_openvino_model
+        from qa_serving.core.backends import load_openvino_model
 
         folder = (ov_dirs or {})[variant.onnx]
         tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
@@ -302,7 +302,7 @@ def load_variant(
     if variant.backend == "onnx":
         import onnxruntime
 
-        from qa_serving.backends import load_onnx_model
+        from qa_serving.core.backends import load_onnx_model
 
         # Dynamic int8 has CPU kernels only; fp32/O2 use CUDA when onnxruntime-gpu is there.
         cuda_ok = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
@@ -320,7 +320,7 @@ def load_variant(
     torch_device = device if device.startswith("cuda") else -1
     qa = pipeline(variant.pipeline, model=model, tokenizer=tokenizer, device=torch_device)
     if variant.compile:
-        from qa_serving.backends import make_backend
+        from qa_serving.core.backends import make_backend
 
         qa.backend = make_backend(qa.model, dtype=None, compile=True)
     return qa, device
@@ -372,7 +372,7 @@ class VariantRunner:
         at each bucket <= max_seq_len (the last batch of a chunk may be smaller and still compile once)."""
         import numpy as np
 
-        from qa_serving.backends import SEQ_BUCKETS
+        from qa_serving.core.backends import SEQ_BUCKETS
 
         for bs in (1, 16):
             for n in (b for b in SEQ_BUCKETS if b <= SETTINGS["max_seq_len"]):
@@ -744,7 +744,7 @@ def openvino_variants(model_dir: Path, out_dir: Path, eval_file: str | None = No
         from qa_serving.export.openvino import export_openvino
     except ImportError:  # before the export package moved under qa_serving
         from export.openvino import export_openvino
-    from qa_serving.data import load_examples, split_by_article
+    from qa_serving.data.loading import load_examples, split_by_article
 
     data = load_examples(str(eval_file or default_eval_file()))
     train, _ = split_by_article(data, eval_fraction=0.2, seed=0)
@@ -830,7 +830,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_set = load_eval_set(args.eval_file, args.n, long_share=args.long_share)
     from transformers import AutoTokenizer
 
-    from qa_serving.config import QAConfig
+    from qa_serving.core.config import QAConfig
 
     config = QAConfig(max_length=384, doc_stride=128, max_question_len=64, max_answer_len=30)
     stats = window_stats(AutoTokenizer.from_pretrained(model_dir, use_fast=True), eval_set, config)

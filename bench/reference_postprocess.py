@@ -1,4 +1,4 @@
-"""The SQuAD reference post-processing loop, the golden reference for ``qa_serving.postprocess``.
+"""The SQuAD reference post-processing loop, the golden reference for ``qa_serving.core.postprocess``.
 
 Hugging Face ``examples/pytorch/question-answering/utils_qa.py`` ``postprocess_qa_predictions``, for one
 example, transcribed loop for loop (with its quirks: the ``"empty"`` placeholder, the null candidate

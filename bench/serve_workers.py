@@ -28,15 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_serving.hardware import available_cpus, cpu_model
+from qa_serving.core.hardware import available_cpus, cpu_model
 from qa_serving.serving import Ports, build_archive, start_server
 from qa_serving.tables import Column, markdown_table
 
 
 def scratch_model_dir(root: Path, size: str, examples: list[dict]) -> Path:
     """An untrained scratch BERT of ``size`` with a tokenizer trained on the examples' texts."""
-    from qa_serving.config import QAConfig
-    from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+    from qa_serving.core.config import QAConfig
+    from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
 
     texts = list(dict.fromkeys(e["context"] for e in examples)) + [e["question"] for e in examples]
     tokenizer = train_wordpiece_tokenizer(texts, vocab_size=4000)
@@ -48,7 +48,7 @@ def scratch_model_dir(root: Path, size: str, examples: list[dict]) -> Path:
 
 
 def synthetic_examples(root: Path, articles: int = 40) -> list[dict]:
-    from qa_serving.synthetic import write_squad
+    from qa_serving.data.synthetic import write_squad
 
     data = json.loads(write_squad(root / "bench.json", n_articles=articles, seed=7).read_text())
     return [

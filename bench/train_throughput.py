@@ -4,7 +4,7 @@ Same model (all-MiniLM-L6-v2 by default), same training windows (the library's w
 ``--questions`` training questions of squad-v1.1-dev.part-a, max_length 256, stride 128), same batch
 size and step count. The two recipes differ where they really differ:
 
-- ``qa-serving train``: :func:`qa_serving.training.train` (length-aware dynamic padding, its own
+- ``qa-serving train``: :func:`qa_serving.training.trainer.train` (length-aware dynamic padding, its own
   TrainingArguments; ``precision="bf16"`` = bf16 autocast);
 - plain Trainer: ``AutoModelForQuestionAnswering`` + ``Trainer`` + ``default_data_collator`` over windows
   padded to max_length, as ``run_qa.py`` does by default (``pad_to_max_length=True``); ``bf16=True``.
@@ -40,9 +40,9 @@ def _windows(model_dir: Path, train_file: Path, questions: int, max_length: int)
     """The training windows (features with labels) and their real token count."""
     from transformers import AutoTokenizer
 
-    from qa_serving.config import QAConfig
-    from qa_serving.data import load_examples, split_by_article
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.config import QAConfig
+    from qa_serving.data.loading import load_examples, split_by_article
+    from qa_serving.core.windowing import prepare_features
 
     train, _ = split_by_article(load_examples(str(train_file)), eval_fraction=0.2, seed=0)
     train = train.select(range(min(questions, len(train))))
@@ -109,9 +109,9 @@ def run_qa_serving(
     out: Path,
     pad_to_multiple_of: int = 1,
 ) -> float:
-    """:func:`qa_serving.training.train` for ``steps`` steps (evaluation cut to 1 question). Returns its
+    """:func:`qa_serving.training.trainer.train` for ``steps`` steps (evaluation cut to 1 question). Returns its
     training seconds (``train_seconds``: the training loop, without loading or evaluation)."""
-    from qa_serving.training import TrainConfig, train
+    from qa_serving.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
         model=str(model_dir),
@@ -153,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from qa_serving.hardware import cpu_model, key_flags
+    from qa_serving.core.hardware import cpu_model, key_flags
 
     model_dir = Path(args.model) if args.model else minilm_tokenizer_path()
     train_file = Path(args.train_file) if args.train_file else default_eval_file()

@@ -1,13 +1,13 @@
 """ONNX export of span models (Optimum) and the parity report against the PyTorch model.
 
-``qa-serving export`` (:mod:`qa_serving.commands.export`) is a thin adapter over :func:`export_onnx` and
+``qa-serving export`` (:mod:`qa_serving.cli.export`) is a thin adapter over :func:`export_onnx` and
 :func:`check_export`; optimum and onnxruntime are imported only when an export runs.
 """
 
 from __future__ import annotations
 
-from .onnx import ExportResult, detect_quantization_target, export_onnx, supported_model_types
-from .parity import ParityReport, ParityRow, check_export, format_table, logit_parity, quality_parity
+from qa_serving.export.onnx import ExportResult, detect_quantization_target, export_onnx, supported_model_types
+from qa_serving.export.parity import ParityReport, ParityRow, check_export, format_table, logit_parity, quality_parity
 
 __all__ = [
     "ExportResult",

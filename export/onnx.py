@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa_serving.config import QAConfig
+from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.hardware import cpu_flags
-from qa_serving.heads import MODEL_TYPE as FROZEN_TYPE
+from qa_serving.core.hardware import cpu_flags
+from qa_serving.training.heads import MODEL_TYPE as FROZEN_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _check_architecture(config, optimize: str | None):
 
 
 def _load_tokenizer(model_dir: Path):
-    from qa_serving.windowing import load_tokenizer
+    from qa_serving.core.windowing import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_dir)

@@ -3,7 +3,7 @@
 Layout of the output folder (each variant is a complete ``OVModelForQuestionAnswering`` folder with
 ``config.json``, the tokenizer and ``qa_config.json``, so ``pipeline("custom-qa", model=...)``,
 ``qa-serving evaluate --model ...`` and the handler load any of them; ``openvino_model.xml`` makes
-:func:`qa_serving.backends.load_model` pick the OpenVINO backend by itself)::
+:func:`qa_serving.core.backends.load_model` pick the OpenVINO backend by itself)::
 
     out/             openvino_model.xml/.bin   fp32 weights, dynamic batch and sequence axes
     out/int8-weights/                          NNCF weight-only int8 (activations stay fp32/bf16)
@@ -15,7 +15,7 @@ Deliberate choices:
   through ``OVQuantizer``: the calibration windows then come from our own windowing, the same inputs
   the served model sees, and no hub dataset is needed.
 - The IR stores fp32 weights; precision at run time is a compile-time hint (bf16 where the CPU has
-  avx512_bf16/AMX), chosen by :func:`qa_serving.backends.openvino_config`, not baked into the file.
+  avx512_bf16/AMX), chosen by :func:`qa_serving.core.backends.openvino_config`, not baked into the file.
 - The parity report has a ``bf16`` row (the fp32 IR run with the bf16 hint) on CPUs with native bf16:
   it is held to the F1-drop rule only, like int8.
 """
@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa_serving.config import QAConfig
+from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ def calibration_batches(
     tokenizer, questions, contexts, config: QAConfig, n_windows: int = CALIBRATION_WINDOWS
 ):
     """Padded single-window feeds (numpy dicts) for NNCF, built by the library's own windowing."""
-    from qa_serving.batching import make_batch
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.batching import make_batch
+    from qa_serving.core.windowing import prepare_features
 
     features = prepare_features(tokenizer, list(questions), list(contexts), config)
     return [make_batch(features, [i], None).inputs for i in range(min(n_windows, len(features)))]
@@ -121,7 +121,7 @@ def export_openvino(
     nncf, openvino, ov_cls = _openvino()
     from transformers import AutoConfig
 
-    from qa_serving.windowing import load_tokenizer
+    from qa_serving.core.windowing import load_tokenizer
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     quantize = tuple(quantize or ())
@@ -163,7 +163,7 @@ def export_openvino(
 
 
 def _synthetic_calibration() -> tuple[list[str], list[str]]:
-    from qa_serving.synthetic import generate_squad
+    from qa_serving.data.synthetic import generate_squad
 
     squad = generate_squad(20, seed=1234)
     pairs = [
@@ -182,10 +182,10 @@ def check_openvino_export(
     and, where the CPU has native bf16 (``bf16=None``: detected), a ``bf16`` row are held to the F1-drop
     rule. Writes ``parity.json`` into the export folder.
     """
-    from qa_serving.backends import load_backend
-    from qa_serving.hardware import has_native_bf16
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.hardware import has_native_bf16
 
-    from .parity import check_variants
+    from qa_serving.export.parity import check_variants
 
     def load_variants() -> dict:
         out = {"fp32": (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="fp32"))}

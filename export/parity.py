@@ -1,8 +1,8 @@
 """Does the exported model answer like the PyTorch one? Logit and answer parity, as a table and JSON.
 
-Both sides run the library's own path (:func:`qa_serving.windowing.prepare_features`,
-:func:`qa_serving.inference.window_logits`/:func:`~qa_serving.inference.answer`,
-:func:`qa_serving.evaluation.evaluate_predictions`), so a difference can only come from the model.
+Both sides run the library's own path (:func:`qa_serving.core.windowing.prepare_features`,
+:func:`qa_serving.core.answering.window_logits`/:func:`~qa_serving.core.answering.answer`,
+:func:`qa_serving.data.evaluation.evaluate_predictions`), so a difference can only come from the model.
 
 Rules (a variant passes when all of its rules hold):
 - fp32: max |logit diff| on real windows <= 1e-3;
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qa_serving.config import QAConfig
+from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.evaluation import evaluate_predictions, pick_metric
-from qa_serving.inference import Backend, answer, window_logits
+from qa_serving.data.evaluation import evaluate_predictions, pick_metric
+from qa_serving.core.answering import Backend, answer, window_logits
 from qa_serving.tables import Column, markdown_table
-from qa_serving.windowing import load_tokenizer, prepare_features
+from qa_serving.core.windowing import load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def format_table(rows: Sequence[ParityRow]) -> str:
 
 def _synthetic_dataset(n_articles: int = 20):
     """A generated SQuAD v1.1 set (English), for exports run without ``--eval-file``."""
-    from qa_serving.data import load_examples
-    from qa_serving.synthetic import write_squad
+    from qa_serving.data.loading import load_examples
+    from qa_serving.data.synthetic import write_squad
 
     with tempfile.TemporaryDirectory() as tmp:
         return load_examples(write_squad(Path(tmp) / "synthetic.json", n_articles=n_articles, seed=1234))
@@ -218,15 +218,15 @@ def check_variants(
     """The parity gate of every export format: the PyTorch model in ``model_dir`` vs the variants that
     ``load_variants()`` returns (``{label: (folder, backend)}``), on ``eval_file`` (a generated synthetic
     set when ``None``); settings and tokenizer from ``output_dir``, where ``parity.json`` is written."""
-    from qa_serving.backends import load_backend
-    from qa_serving.data import load_examples
+    from qa_serving.core.backends import load_backend
+    from qa_serving.data.loading import load_examples
 
     if max_eval_samples is not None and max_eval_samples < 1:
         raise QAError(f"max_eval_samples must be a positive integer, got {max_eval_samples}")
     if eval_file is not None:
         dataset, label = load_examples(eval_file), str(eval_file)
     else:
-        dataset, label = _synthetic_dataset(), "synthetic (qa_serving.synthetic, 20 articles, seed 1234)"
+        dataset, label = _synthetic_dataset(), "synthetic (qa_serving.data.synthetic, 20 articles, seed 1234)"
         metric = "squad" if metric == "auto" else metric
     if max_eval_samples:
         dataset = dataset.select(range(min(max_eval_samples, len(dataset))))
@@ -254,7 +254,7 @@ def check_export(*, model_dir: str | Path, result, **options) -> ParityReport:
     ``options``: those of :func:`check_variants`. Writes ``parity.json`` into the export folder. int8
     always runs on CPU: dynamic quantization targets CPU kernels (``DynamicQuantizeLinear`` has no CUDA
     kernel)."""
-    from qa_serving.backends import load_backend
+    from qa_serving.core.backends import load_backend
 
     def load_variants() -> dict:
         return {

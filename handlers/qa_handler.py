@@ -1,6 +1,6 @@
 """TorchServe handler for extractive QA: TorchServe glue over :mod:`qa_serving`, nothing else.
 
-The request protocol (bodies, validation, KServe v2, per-request errors) is :mod:`qa_serving.protocol`;
+The request protocol (bodies, validation, KServe v2, per-request errors) is :mod:`qa_serving.serving.protocol`;
 the settings (the ``handler:`` section of model-config.yaml and the ``QA_*`` env vars) are
 :class:`qa_serving.serving.settings.HandlerSettings`. One TorchServe batch is answered in one pass:
 ``preprocess`` parses every request (a bad one gets its error, never an exception), ``inference`` windows
@@ -31,13 +31,13 @@ import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 
 import qa_serving
-from qa_serving.backends import load_backend
-from qa_serving.config import QAConfig
-from qa_serving.hardware import available_cpus
-from qa_serving.inference import window_logits
-from qa_serving.protocol import PHRASES, Example, Request, answer_examples, parse_row, responses
+from qa_serving.core.backends import load_backend
+from qa_serving.core.config import QAConfig
+from qa_serving.core.hardware import available_cpus
+from qa_serving.core.answering import window_logits
+from qa_serving.serving.protocol import PHRASES, Example, Request, answer_examples, parse_row, responses
 from qa_serving.serving.settings import HandlerSettings
-from qa_serving.windowing import Features, load_tokenizer, prepare_features
+from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 

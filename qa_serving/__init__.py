@@ -7,14 +7,14 @@ Importing the package registers the ``"custom-qa"`` pipeline and the frozen-enco
 
 from __future__ import annotations
 
-from . import heads as heads  # registers the frozen-encoder model type
-from .backends import load_backend, load_model, make_backend
-from .config import QAConfig
-from .errors import QAError
-from .inference import answer
-from .pipeline import CustomQAPipeline
-from .postprocess import Prediction, postprocess, postprocess_example
-from .windowing import Features, prepare_features
+from qa_serving.training import heads as heads  # registers the frozen-encoder model type
+from qa_serving.core.backends import load_backend, load_model, make_backend
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
+from qa_serving.core.answering import answer
+from qa_serving.pipeline import CustomQAPipeline
+from qa_serving.core.postprocess import Prediction, postprocess, postprocess_example
+from qa_serving.core.windowing import Features, prepare_features
 
 __version__ = "0.1.0"
 

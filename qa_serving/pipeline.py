@@ -8,7 +8,7 @@ lists, a dict, a list of dicts, ``SquadExample``, ``X=``/``data=``, a generator 
 The model may be a PyTorch span model or an Optimum ``ORTModelForQuestionAnswering``; a path to an
 exported ONNX folder loads on ONNX Runtime (``backend="onnx"`` forces it).
 
-Answers follow the model's ``span_scoring`` (:mod:`qa_serving.config`): a model without qa_config.json
+Answers follow the model's ``span_scoring`` (:mod:`qa_serving.core.config`): a model without qa_config.json
 (e.g. from the hub) runs in ``"pipeline"`` mode with the stock defaults and returns exactly the stock
 pipeline's answers, scores and list shapes (``batch_size`` included: the stock batches pad windows, and
 padding can decide ties); a model trained here runs in ``"squad"`` mode, as it was evaluated. Known
@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForQuestionAnswering, Pipeline, SquadExample
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .backends import load_model, make_backend
-from .config import QAConfig
-from .errors import QAError
-from .inference import answer_stream
+from qa_serving.core.backends import load_model, make_backend
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
+from qa_serving.core.answering import answer_stream
 
 # Stock pipeline argument -> QAConfig field.
 _ARG_TO_FIELD = {

@@ -17,7 +17,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 train() {  # name, extra flags...
   local name=$1; shift
-  python3 -m qa_serving.cli train --model .gpu/minilm --output-dir "/tmp/runs/$name" \
+  python3 -m qa_serving.cli.main train --model .gpu/minilm --output-dir "/tmp/runs/$name" \
     --max-length 384 --doc-stride 128 --precision bf16 --batch-size 32 --eval-batch-size 128 \
     --logging-steps 100 --no-progress "$@" 2>&1 | grep -vE "Warning|warn" | tee "$OUT/$name.log" | grep -E "^\[eval\]|Error|error" 
   cp "/tmp/runs/$name/eval_results.json" "$OUT/$name.json" 2>/dev/null

@@ -31,7 +31,7 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info/" not in n}
 assert tops == {"qa_serving"}, f"top-level packages in the wheel: {sorted(tops)} (only qa_serving allowed)"
 for need in ("qa_serving/serving/config.properties", "qa_serving/handlers/qa_handler.py",
-             "qa_serving/export/onnx.py", "qa_serving/protocol.py"):
+             "qa_serving/export/onnx.py", "qa_serving/serving/protocol.py"):
     assert need in names, f"{need} missing from the wheel"
 print(f"wheel: {len(names)} files, one top-level package: qa_serving")
 EOF
@@ -48,7 +48,7 @@ cd "$WORK/app"
 export PATH="$WORK/venv/bin:$PATH" PYTHONNOUSERSITE=1
 step "imports from $(pwd): qa_serving.export, no top-level export/handlers"
 "$VPY" - <<'EOF'
-import importlib.util, qa_serving, qa_serving.export, qa_serving.protocol
+import importlib.util, qa_serving, qa_serving.export, qa_serving.serving.protocol
 assert "site-packages" in qa_serving.__file__, qa_serving.__file__
 for name in ("export", "handlers"):
     assert importlib.util.find_spec(name) is None, f"a top-level {name!r} is importable"
@@ -56,8 +56,8 @@ EOF
 
 step "a tiny random model, exported to ONNX"
 "$VPY" - <<'EOF'
-from qa_serving.config import QAConfig
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+from qa_serving.core.config import QAConfig
+from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
 texts = ["Shakespeare wrote Hamlet in 1600 while living in London.", "Ada Park founded Acme in 1921."] * 20
 tokenizer = train_wordpiece_tokenizer(texts, vocab_size=200)
 model = scratch_model(tokenizer, "tiny", seed=0)

@@ -91,7 +91,7 @@ class QAExample:
 
     @property
     def answers(self) -> dict:
-        """SQuAD-style answers dict, as :func:`qa_serving.windowing.prepare_features` takes it."""
+        """SQuAD-style answers dict, as :func:`qa_serving.core.windowing.prepare_features` takes it."""
         return {"text": [self.answer], "answer_start": [self.answer_start]}
 
 
@@ -146,7 +146,7 @@ def corpus() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(corpus):
     """A WordPiece tokenizer (right padding, question first) trained on the tiny corpus."""
-    from qa_serving.scratch import train_wordpiece_tokenizer
+    from qa_serving.training.scratch import train_wordpiece_tokenizer
 
     return train_wordpiece_tokenizer(corpus, vocab_size=1000)
 
@@ -161,7 +161,7 @@ def tiny_tokenizer_left(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def _tiny_model_session(tiny_tokenizer):
-    from qa_serving.scratch import scratch_model
+    from qa_serving.training.scratch import scratch_model
 
     return scratch_model(tiny_tokenizer, "tiny", seed=0).eval()
 
@@ -199,8 +199,8 @@ def save_tiny_span_model(path: Path, texts: list[str], head_scale: float = 50.0)
     noise between differently padded batches, and comparisons with the pipeline can be exact."""
     import torch
 
-    from qa_serving.config import QAConfig
-    from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
+    from qa_serving.core.config import QAConfig
+    from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
 
     tokenizer = train_wordpiece_tokenizer(texts * 5, vocab_size=300)
     model = scratch_model(tokenizer, "tiny", seed=0)
@@ -221,9 +221,9 @@ EXPORT_QA_CONFIG_FIELDS = {"max_length": 64, "doc_stride": 24, "max_question_len
 def save_exportable_model(path: Path) -> Path:
     """A random tiny BERT span model + WordPiece tokenizer trained on generated SQuAD text + qa_config.json
     (:data:`EXPORT_QA_CONFIG_FIELDS`): what the ONNX and OpenVINO export tests convert."""
-    from qa_serving.config import QAConfig
-    from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
-    from qa_serving.synthetic import generate_squad
+    from qa_serving.core.config import QAConfig
+    from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
+    from qa_serving.data.synthetic import generate_squad
 
     paragraphs = [p for article in generate_squad(20, seed=3)["data"] for p in article["paragraphs"]]
     texts = [p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]]
@@ -243,7 +243,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def eval_file(tmp_path_factory) -> Path:
     """A generated 4-article SQuAD v1.1 file for parity checks (a test module may define its own)."""
-    from qa_serving.synthetic import write_squad
+    from qa_serving.data.synthetic import write_squad
 
     return write_squad(tmp_path_factory.mktemp("data") / "dev.json", n_articles=4, seed=11)
 

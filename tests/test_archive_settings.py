@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from qa_serving.commands import serve as commands
+from qa_serving.cli import serve as commands
 from qa_serving.errors import QAError
 from qa_serving.serving import (
     SETTINGS,

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa_serving import hardware
-from qa_serving.backends import TorchBackend, load_backend, make_backend, resolve_dtype
-from qa_serving.config import QAConfig
+from qa_serving.core import hardware
+from qa_serving.core.backends import TorchBackend, load_backend, make_backend, resolve_dtype
+from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.scratch import scratch_model, train_wordpiece_tokenizer
-from qa_serving.synthetic import generate_squad
+from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
+from qa_serving.data.synthetic import generate_squad
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 )
 def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected, caplog):
     monkeypatch.setattr(hardware, "cpu_flags", lambda *a, **k: flags)
-    with caplog.at_level(logging.INFO, logger="qa_serving.hardware"):
+    with caplog.at_level(logging.INFO, logger="qa_serving.core.hardware"):
         assert resolve_dtype("auto", "cpu") == expected
     assert f"precision auto -> {expected}" in caplog.text
 
@@ -69,7 +69,7 @@ def test_pipeline_precision_argument(tiny_model_dir, monkeypatch, caplog):
 
     assert pipeline("custom-qa", model=str(tiny_model_dir)).backend.dtype == "fp32"
     monkeypatch.setattr(hardware, "cpu_flags", lambda *a, **k: frozenset({"avx512_bf16"}))
-    with caplog.at_level(logging.INFO, logger="qa_serving.hardware"):
+    with caplog.at_level(logging.INFO, logger="qa_serving.core.hardware"):
         qa = pipeline("custom-qa", model=str(tiny_model_dir), precision="auto")
     assert qa.backend.dtype == "bf16" and "precision auto -> bf16" in caplog.text
     out = qa(question="who built it", context="the king built the tower in paris")
@@ -92,7 +92,7 @@ def test_onnx_runtime_auto_is_fp32(tiny_model_dir, tmp_path):
 def test_graph_feed_gives_a_graph_what_it_takes():
     """An XLM-R tokenizer gives no token_type_ids, a BERT-architecture graph (multilingual-e5-small
     exported) requires them: zeros are fed, inputs the graph does not take are dropped."""
-    from qa_serving.backends import graph_feed
+    from qa_serving.core.backends import graph_feed
 
     ids = np.array([[0, 17, 2, 1]], dtype=np.int64)
     inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": ids}

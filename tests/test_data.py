@@ -11,7 +11,7 @@ import sys
 import datasets
 import pytest
 
-from qa_serving.data import load_examples, save_squad_json, split_by_article, to_squad_json
+from qa_serving.data.loading import load_examples, save_squad_json, split_by_article, to_squad_json
 from qa_serving.errors import QAError
 
 CTX_A = "Alpha Works was founded in 1923 by Elena Moravec in the city of Tressa."
@@ -232,7 +232,7 @@ def _bad_file(tmp_path):
 
 
 def test_bad_start_warn_keeps_and_counts(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="qa_serving.data"):
+    with caplog.at_level(logging.WARNING, logger="qa_serving.data.loading"):
         ds, report = load_examples(_bad_file(tmp_path), on_bad_start="warn", return_report=True)
     assert len(ds) == 5
     assert report.n_bad_start == 4

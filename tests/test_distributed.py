@@ -31,7 +31,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qa_serving.synthetic import write_squad
+from qa_serving.data.synthetic import write_squad
 
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
@@ -88,7 +88,7 @@ def st_save(tensors, filename, *args, **kwargs):
 
 torch.save, safetensors.torch.save_file = torch_save, st_save
 
-import qa_serving.training as training
+import qa_serving.training.trainer as training
 
 _prepare = training.prepare_features
 
@@ -116,7 +116,7 @@ def dump():
         json.dump(record, f)
 
 
-from qa_serving.cli import main
+from qa_serving.cli.main import main
 
 sys.exit(main(argv))
 """
@@ -211,7 +211,7 @@ def test_both_ranks_train_on_the_same_windows_sharded_between_them(ddp_run):
 def test_training_changed_the_weights(ddp_run):
     from transformers import AutoTokenizer
 
-    from qa_serving.scratch import scratch_model
+    from qa_serving.training.scratch import scratch_model
 
     out = ddp_run["out"]
     initial = scratch_model(AutoTokenizer.from_pretrained(out), "tiny", seed=SEED).state_dict()
@@ -245,7 +245,7 @@ def test_eval_results_equal_a_single_process_evaluation(ddp_run):
     results = json.loads((out / "eval_results.json").read_text())
     assert len(results["history"]) == 1 and results["history"][0]["epoch"] == pytest.approx(1.0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "qa_serving.cli", "evaluate", "--model", str(out),
+    cmd = [sys.executable, "-m", "qa_serving.cli.main", "evaluate", "--model", str(out),
            "--eval-file", str(ddp_run["eval_file"]), "--device", "cpu"]  # fmt: skip
     result = subprocess.run(
         cmd, check=False, env=env, cwd=ddp_run["root"], capture_output=True, text=True, timeout=180

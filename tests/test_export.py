@@ -1,6 +1,6 @@
 """ONNX export: fp32 / O2 / int8 variants load and answer like the PyTorch model; bad input fails clearly.
 
-One tiny random BERT (``qa_serving.scratch``) is exported once per module and shared; a random model is
+One tiny random BERT (``qa_serving.training.scratch``) is exported once per module and shared; a random model is
 enough for parity, since both sides see the same weights and the same windows.
 """
 
@@ -18,10 +18,10 @@ from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.onnx import detect_quantization_target, export_onnx
 from qa_serving.export.parity import check_export, format_table, logit_parity, quality_parity
 
-from qa_serving.backends import load_backend, load_onnx_model
-from qa_serving.cli import main
-from qa_serving.config import QAConfig
-from qa_serving.data import load_examples
+from qa_serving.core.backends import load_backend, load_onnx_model
+from qa_serving.cli.main import main
+from qa_serving.core.config import QAConfig
+from qa_serving.data.loading import load_examples
 from qa_serving.errors import QAError
 
 QA_CONFIG = QAConfig(**EXPORT_QA_CONFIG_FIELDS)
@@ -140,8 +140,8 @@ def test_frozen_encoder_head_exports(tmp_path, tiny_model_dir, eval_file):
     """`train --freeze-encoder` models are not an Optimum model type; they export via their encoder's config."""
     from transformers import AutoTokenizer, BertModel
 
-    from qa_serving.heads import FrozenEncoderForQuestionAnswering
-    from qa_serving.scratch import scratch_config
+    from qa_serving.training.heads import FrozenEncoderForQuestionAnswering
+    from qa_serving.training.scratch import scratch_config
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     BertModel(scratch_config(len(tokenizer), "tiny")).save_pretrained(tmp_path / "encoder")

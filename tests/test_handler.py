@@ -300,7 +300,7 @@ def test_onnx_backend_matches_its_pipeline(model_dir, tmp_path):
 
 
 def test_windows_of_all_requests_share_length_sorted_forward_passes(served):
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.windowing import prepare_features
 
     handler, context = served
     shapes, backend = [], handler.backend
@@ -320,7 +320,7 @@ def test_windows_of_all_requests_share_length_sorted_forward_passes(served):
     )
     size = handler.config.batch_size
     assert len(features) > 2 * size  # the batch really spans several forward passes
-    from qa_serving.batching import plan_batches
+    from qa_serving.core.batching import plan_batches
 
     plan = plan_batches(features.lengths, size, handler.config.max_padding)
     assert [n for n, _ in shapes] == [len(g) for g in plan]  # the library's batching, nothing of its own

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from qa_serving.errors import QAError
-from qa_serving.heads import FrozenEncoderForQuestionAnswering
+from qa_serving.training.heads import FrozenEncoderForQuestionAnswering
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

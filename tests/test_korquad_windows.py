@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from qa_serving.config import QAConfig
-from qa_serving.data import load_examples
-from qa_serving.windowing import NO_OFFSET, prepare_features
+from qa_serving.core.config import QAConfig
+from qa_serving.data.loading import load_examples
+from qa_serving.core.windowing import NO_OFFSET, prepare_features
 
 pytestmark = pytest.mark.shared
 
@@ -94,14 +94,14 @@ def assert_every_fitting_answer_labelled(audit: Audit, tokenizer, dataset, confi
 
 
 def test_korquad_labels_decode_to_gold_in_every_window(shared_dir):
-    from qa_serving.scratch import train_wordpiece_tokenizer
+    from qa_serving.training.scratch import train_wordpiece_tokenizer
 
     ko = load_examples(shared_dir / "data" / "korquad-v1.0-dev.part-a.json", on_bad_start="error")
     assert len(ko) == 3867
     tokenizer = train_wordpiece_tokenizer(list(dict.fromkeys(ko["context"])), vocab_size=KORQUAD_VOCAB)
     audit = audit_labels(tokenizer, ko, CONFIG)
 
-    # Hangul syllables are single tokens (qa_serving.scratch), so Korean contexts are long in tokens:
+    # Hangul syllables are single tokens (qa_serving.training.scratch), so Korean contexts are long in tokens:
     # measured 3809 of 3867 questions with 2-16 windows.
     assert (audit.windows_per_example > 1).sum() > 3000
     assert audit.windows_per_example.max() >= 10

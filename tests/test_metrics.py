@@ -1,4 +1,4 @@
-"""Hand-computed golden cases for qa_serving.metrics (parity with the official scripts lives in
+"""Hand-computed golden cases for qa_serving.data.metrics (parity with the official scripts lives in
 test_metrics_official.py)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import doctest
 
 import pytest
 
-from qa_serving import metrics
+from qa_serving.data import metrics
 from qa_serving.errors import QAError
-from qa_serving.metrics import (
+from qa_serving.data.metrics import (
     compute_metrics,
     exact_match_score,
     exact_match_score_korquad,

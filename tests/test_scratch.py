@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from qa_serving.scratch import SIZES, mostly_hangul, scratch_model, train_wordpiece_tokenizer
+from qa_serving.training.scratch import SIZES, mostly_hangul, scratch_model, train_wordpiece_tokenizer
 
 KO = [
     "바른홀트 산업은 1923년에 엘레나 모라베크가 트레사에서 설립하였다.",

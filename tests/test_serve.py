@@ -107,7 +107,7 @@ def test_archive_carries_handler_code_model_and_config(archive):
     assert config["handler"]["max_context_chars"] == 2000 and config["handler"]["backend"] == "torch"
     archive.with_name("bundle.zip").write_bytes(bundle)
     with zipfile.ZipFile(archive.with_name("bundle.zip")) as zf:
-        assert {"qa_serving/windowing.py", "qa_serving/postprocess.py", "qa_serving/__init__.py"} <= set(
+        assert {"qa_serving/core/windowing.py", "qa_serving/core/postprocess.py", "qa_serving/__init__.py"} <= set(
             zf.namelist()
         )
 

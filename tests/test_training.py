@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, BertConfig, BertModel
 
-from qa_serving.backends import TorchBackend
-from qa_serving.cli import main as cli_main
-from qa_serving.config import QAConfig
-from qa_serving.data import load_examples
+from qa_serving.core.backends import TorchBackend
+from qa_serving.cli.main import main as cli_main
+from qa_serving.core.config import QAConfig
+from qa_serving.data.loading import load_examples
 from qa_serving.errors import QAError
-from qa_serving.evaluation import evaluate
-from qa_serving.hardware import resolve_precision
-from qa_serving.synthetic import write_squad
-from qa_serving.training import TrainConfig, train, training_arguments
+from qa_serving.data.evaluation import evaluate
+from qa_serving.core.hardware import resolve_precision
+from qa_serving.data.synthetic import write_squad
+from qa_serving.training.trainer import TrainConfig, train, training_arguments
 
 # fp32: the figures asserted below were measured in fp32 (precision "auto" is tested on its own).
 FAST = dict(max_length=128, doc_stride=32, max_question_len=24, vocab_size=800, logging_steps=1000,
@@ -107,7 +107,7 @@ def test_frozen_encoder_trains_only_the_head(synth, tmp_path):
 
 
 def _tokenizer_dir(synth, tmp_path):
-    from qa_serving.scratch import train_wordpiece_tokenizer
+    from qa_serving.training.scratch import train_wordpiece_tokenizer
 
     data = load_examples(synth[0])
     tok = train_wordpiece_tokenizer(list(data["context"]) + list(data["question"]), vocab_size=800)
@@ -192,7 +192,7 @@ def test_batches_pad_to_a_multiple_never_past_max_length(side):
     still point at the same tokens when padding goes on the left."""
     import numpy as np
 
-    from qa_serving.training import PadCollator
+    from qa_serving.training.trainer import PadCollator
 
     rows = [np.arange(3, 3 + n) for n in (5, 11)]
     items = [{"input_ids": r, "start_positions": 1, "end_positions": 2} for r in rows]

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa_serving.batching import make_batch
-from qa_serving.config import QAConfig
-from qa_serving.data import load_examples
-from qa_serving.inference import answer
-from qa_serving.model_sources import SOURCES
-from qa_serving.training import PadCollator, TrainConfig
-from qa_serving.windowing import NO_OFFSET, prepare_features
+from qa_serving.core.batching import make_batch
+from qa_serving.core.config import QAConfig
+from qa_serving.data.loading import load_examples
+from qa_serving.core.answering import answer
+from qa_serving.training.model_sources import SOURCES
+from qa_serving.training.trainer import PadCollator, TrainConfig
+from qa_serving.core.windowing import NO_OFFSET, prepare_features
 
 # (question, context, answer) in Korean, Japanese and mixed scripts; the answer is in the context.
 CASES = [
@@ -192,7 +192,7 @@ def test_handler_answers_korean_and_japanese_like_the_library(tokenizer, tmp_pat
     from test_handler import make_context, run_batch
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from qa_serving.backends import TorchBackend
+    from qa_serving.core.backends import TorchBackend
 
     torch.manual_seed(0)
     model = BertForQuestionAnswering(
@@ -236,7 +236,7 @@ def test_load_tokenizer_skips_transformers_false_mistral_warning(tokenizer, tmp_
 
     from transformers import AutoTokenizer, BertConfig
 
-    from qa_serving.windowing import load_tokenizer
+    from qa_serving.core.windowing import load_tokenizer
 
     tokenizer.save_pretrained(tmp_path)
     BertConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path)  # a model folder: config.json beside it

@@ -1,12 +1,12 @@
 """TorchServe deployment: model archives (:mod:`.archive`), the one table of their settings
 (:mod:`.settings`) and the server's lifecycle (:mod:`.server`). The ``qa-serving archive | serve``
-commands live in :mod:`qa_serving.commands.serve`; the request protocol in :mod:`qa_serving.protocol`.
+commands live in :mod:`qa_serving.cli.serve`; the request protocol in :mod:`qa_serving.serving.protocol`.
 """
 
 from __future__ import annotations
 
-from .archive import DEFAULT_STORE, build_archive, handler_file, override_archive, zip_package
-from .server import (
+from qa_serving.serving.archive import DEFAULT_STORE, build_archive, handler_file, override_archive, zip_package
+from qa_serving.serving.server import (
     DEFAULT_RUN_DIR,
     HOST,
     Ports,
@@ -18,7 +18,7 @@ from .server import (
     stop_server,
     wait_ready,
 )
-from .settings import (
+from qa_serving.serving.settings import (
     SERVE_OVERRIDES,
     SETTINGS,
     HandlerSettings,

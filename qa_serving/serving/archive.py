@@ -20,8 +20,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import QAError
-from .settings import apply_overrides, model_config
+from qa_serving.errors import QAError
+from qa_serving.serving.settings import apply_overrides, model_config
 
 DEFAULT_STORE = Path("model_store")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.]*$")
@@ -80,7 +80,7 @@ def build_archive(
     keep the template's value or the table's default. Example:
     ``build_archive(model_dir="outputs/squad-small", name="squad", batch_size=16)`` -> ``model_store/squad.mar``.
     """
-    from ..backends import is_onnx_dir
+    from qa_serving.core.backends import is_onnx_dir
 
     model_dir, store = Path(model_dir), Path(store)
     if not _NAME.match(name):

@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import QAError
-from .archive import DEFAULT_STORE, override_archive
+from qa_serving.errors import QAError
+from qa_serving.serving.archive import DEFAULT_STORE, override_archive
 
 DEFAULT_RUN_DIR = Path("runs/torchserve")
 HOST = "127.0.0.1"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import QAError
+from qa_serving.errors import QAError
 
 
 @dataclass(frozen=True)

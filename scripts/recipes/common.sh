@@ -28,7 +28,7 @@ need_shared() {  # file...
 write_eval_split() {
   python - "$@" <<'PY'
 import sys
-from qa_serving.data import load_examples, save_squad_json, split_by_article
+from qa_serving.data.loading import load_examples, save_squad_json, split_by_article
 
 data, out, version = sys.argv[1:4]
 limit = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None

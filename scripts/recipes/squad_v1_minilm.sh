@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 need_shared eval/evaluate-v1.1.py
 if [ -n "${DATASET:-}" ]; then  # hub data: train split for training, validation split for evaluation
   SOURCE=(--dataset "$DATASET")
-  python -c "import sys; from qa_serving.data import load_examples, save_squad_json; \
+  python -c "import sys; from qa_serving.data.loading import load_examples, save_squad_json; \
 save_squad_json(load_examples(sys.argv[1], split='validation'), sys.argv[2], '1.1')" "$DATASET" "$OUT/eval.json"
 else
   need_shared data/squad-v1.1-dev.part-a.json

@@ -32,7 +32,7 @@ mkdir -p "$OUT"
 need_shared eval/evaluate-v2.0.py
 if [ -n "${DATASET:-}" ]; then
   SOURCE=(--dataset "$DATASET")
-  python -c "import sys; from qa_serving.data import load_examples, save_squad_json; \
+  python -c "import sys; from qa_serving.data.loading import load_examples, save_squad_json; \
 save_squad_json(load_examples(sys.argv[1], split='validation'), sys.argv[2], '2.0')" "$DATASET" "$OUT/eval.json"
 else
   need_shared data/squad-v2.0-dev.part-a.json
@@ -44,7 +44,7 @@ echo "== train (--version-2): $MODEL, $EPOCHS epochs, lr $LR, budget $BUDGET min
 train "$OUT/train.log" --model "$MODEL" "${SOURCE[@]}" --version-2 --output-dir "$OUT/model" --resume \
   --max-length 256 --doc-stride 128 --batch-size 16 --epochs "$EPOCHS" --learning-rate "$LR" \
   --budget-minutes "$BUDGET" --eval-batch-size 64 --no-progress "${LIMITS[@]}"
-THRESH=$(python -c "import sys; from qa_serving.config import QAConfig; \
+THRESH=$(python -c "import sys; from qa_serving.core.config import QAConfig; \
 print(QAConfig.from_model_dir(sys.argv[1]).null_score_diff_threshold)" "$OUT/model")
 
 echo "== evaluate (our pipeline, threshold $THRESH from qa_config.json) on $OUT/eval.json"

@@ -3,7 +3,7 @@
 Training saves a :class:`QAConfig` as ``qa_config.json`` next to the model; every other caller reads it
 back with :func:`QAConfig.from_model_dir`, so a served model answers exactly as it was evaluated.
 
-Two span-scoring modes (``span_scoring``), one implementation (:mod:`qa_serving.postprocess`):
+Two span-scoring modes (``span_scoring``), one implementation (:mod:`qa_serving.core.postprocess`):
 - ``"pipeline"``: exactly the stock ``pipeline("question-answering")`` (per-window probabilities, its
   masking, cross-window ranking, ``top_k`` and answer merging). A model folder without ``qa_config.json``
   (e.g. a hub checkpoint) runs in this mode with the stock defaults (:meth:`QAConfig.stock`).
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 CONFIG_NAME = "qa_config.json"
 SPAN_SCORING = ("pipeline", "squad")

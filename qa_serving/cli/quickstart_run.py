@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import QAError
-from .tables import key_value_table
+from qa_serving.errors import QAError
+from qa_serving.tables import key_value_table
 
 HUB_HOST = "huggingface.co"
 
@@ -60,8 +60,8 @@ class QuickstartConfig:
 
 def choose_data(cfg: QuickstartConfig, online: bool) -> tuple[Path, Path, str]:
     """Write train/eval SQuAD files (split by article) and say where the data came from."""
-    from .data import load_examples, save_squad_json, split_by_article
-    from .synthetic import write_squad
+    from qa_serving.data.loading import load_examples, save_squad_json, split_by_article
+    from qa_serving.data.synthetic import write_squad
 
     out = cfg.output_dir / "data"
     out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +99,8 @@ def choose_model(cfg: QuickstartConfig, online: bool) -> tuple[dict, str]:
 def _korean_model() -> tuple[dict, str]:
     """multilingual-e5-small when its PyPI packages are installed (word embeddings frozen: 96M of its 118M
     parameters), else a small BERT from a config."""
-    from .errors import QAError
-    from .model_sources import source_files
+    from qa_serving.errors import QAError
+    from qa_serving.training.model_sources import source_files
 
     try:
         source_files("multilingual-e5-small")
@@ -120,7 +120,7 @@ def choose_metric(cfg: QuickstartConfig) -> str:
 
 
 def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_fields: dict, metric: str) -> dict:
-    from .training import TrainConfig, train
+    from qa_serving.training.trainer import TrainConfig, train
 
     pretrained = "model" in model_fields
     settings = dict(
@@ -173,11 +173,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Every step in order; returns the summary (also written to ``<output_dir>/summary.json``)."""
     from transformers import pipeline
 
-    from .data import load_examples
-    from .export.onnx import export_onnx
-    from .export.parity import check_export
-    from .serving import build_archive, start_server, stop_server
-    from .windowing import load_tokenizer
+    from qa_serving.data.loading import load_examples
+    from qa_serving.export.onnx import export_onnx
+    from qa_serving.export.parity import check_export
+    from qa_serving.serving import build_archive, start_server, stop_server
+    from qa_serving.core.windowing import load_tokenizer
 
     s = cfg.summary
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .windowing import Features
+from qa_serving.core.windowing import Features
 
 
 @dataclass

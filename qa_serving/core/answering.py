@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .batching import make_batch, plan_batches, unpad_logits
-from .config import QAConfig
-from .errors import QAError
-from .postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
-from .windowing import Features, prepare_features
+from qa_serving.core.batching import make_batch, plan_batches, unpad_logits
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
+from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
+from qa_serving.core.windowing import Features, prepare_features
 
 Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 

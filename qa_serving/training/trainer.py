@@ -1,8 +1,8 @@
 """Fine-tuning with the Hugging Face Trainer (``qa-serving train``).
 
-Training windows come from :func:`qa_serving.windowing.prepare_features` (labels included), batches
-are padded per batch by :mod:`qa_serving.batching`, and evaluation at every epoch and at the end runs
-the inference path (:func:`qa_serving.evaluation.evaluate`), so the reported EM/F1 is what the
+Training windows come from :func:`qa_serving.core.windowing.prepare_features` (labels included), batches
+are padded per batch by :mod:`qa_serving.core.batching`, and evaluation at every epoch and at the end runs
+the inference path (:func:`qa_serving.data.evaluation.evaluate`), so the reported EM/F1 is what the
 pipeline and the server will give. The model folder gets the weights, the tokenizer,
 ``qa_config.json`` (the settings it was evaluated with) and ``eval_results.json``.
 
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .batching import pad_rows
-from .config import QAConfig
-from .errors import QAError
-from .hardware import has_native_bf16, resolve_precision
-from .windowing import Features, load_tokenizer, prepare_features
+from qa_serving.core.batching import pad_rows
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
+from qa_serving.core.hardware import has_native_bf16, resolve_precision
+from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class PadCollator:
 
 def load_data(cfg: TrainConfig):
     """(train, eval) flat datasets, and a description of where they came from."""
-    from .data import load_examples, split_by_article
+    from qa_serving.data.loading import load_examples, split_by_article
 
     if cfg.dataset:
         train = load_examples(cfg.dataset, split="train")
@@ -246,11 +246,11 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
     """
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
-    from .model_sources import resolve_model
+    from qa_serving.training.model_sources import resolve_model
 
     out = Path(cfg.output_dir)
     if cfg.from_scratch:
-        from .scratch import scratch_model, train_wordpiece_tokenizer
+        from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
 
         if cfg.resume and (out / "tokenizer.json").is_file():
             tokenizer = load_tokenizer(out)  # the vocabulary the checkpoints were trained with
@@ -266,7 +266,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str |
     try:
         tokenizer = load_tokenizer(path)
         if cfg.freeze_encoder:
-            from .heads import FrozenEncoderForQuestionAnswering
+            from qa_serving.training.heads import FrozenEncoderForQuestionAnswering
 
             model = FrozenEncoderForQuestionAnswering.from_encoder(path, head_hidden_size=cfg.head_hidden_size)
         else:
@@ -317,8 +317,8 @@ def _make_callbacks(
 
     timings = [] if timings is None else timings
 
-    from .backends import TorchBackend
-    from .evaluation import evaluate
+    from qa_serving.core.backends import TorchBackend
+    from qa_serving.data.evaluation import evaluate
 
     class EpochEval(TrainerCallback):
         """EM/F1 through the inference path at the end of every epoch (rank 0)."""
@@ -441,8 +441,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from transformers import Trainer, set_seed
 
-    from .backends import TorchBackend
-    from .evaluation import evaluate
+    from qa_serving.core.backends import TorchBackend
+    from qa_serving.data.evaluation import evaluate
 
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)

@@ -2,15 +2,15 @@
 parity report.
 
 Exit codes: 0 export done and parity passed (or skipped), 1 parity failed (the table says why),
-2 bad input (:class:`qa_serving.errors.QAError`, printed by ``qa_serving.cli.main``).
+2 bad input (:class:`qa_serving.errors.QAError`, printed by ``qa_serving.cli.main.main``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..errors import QAError
-from ..export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
+from qa_serving.errors import QAError
+from qa_serving.export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
 
 OV_QUANTIZE_MODES = ("int8-weights", "int8")  # = qa_serving.export.openvino.QUANTIZE_MODES (no import:
 # that module needs nothing optional at import time, but --help should not import NNCF's neighbours)
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "openvino":
         return _run_openvino(args)
     try:
-        from ..export.onnx import export_onnx
-        from ..export.parity import check_export
+        from qa_serving.export.onnx import export_onnx
+        from qa_serving.export.parity import check_export
 
         result = export_onnx(
             model_dir=args.model,
@@ -156,7 +156,7 @@ def _parity_options(args: argparse.Namespace) -> dict:
 
 def _print_report(report, output_dir) -> int:
     """The parity table and verdict; exit code 0 pass, 1 fail."""
-    from ..export.parity import format_table
+    from qa_serving.export.parity import format_table
 
     print(
         f"\nparity on {report.n_questions} questions of {report.data} ({report.metric}), "
@@ -173,11 +173,11 @@ def _run_openvino(args: argparse.Namespace) -> int:
             "--optimize, --quantize and --device cuda are ONNX Runtime options; with --format openvino use "
             "--ov-quantize (NNCF) and let the runtime pick bf16/fp32 from the CPU"
         )
-    from ..export.openvino import check_openvino_export, export_openvino
+    from qa_serving.export.openvino import check_openvino_export, export_openvino
 
     calibration = None
     if args.eval_file and "int8" in args.ov_quantize:  # calibrate on the user's own kind of text
-        from ..data import load_examples
+        from qa_serving.data.loading import load_examples
 
         data = load_examples(args.eval_file)
         data = data.select(range(min(len(data), 256)))

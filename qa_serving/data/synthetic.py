@@ -35,7 +35,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 __all__ = ["generate_squad", "write_squad"]
 

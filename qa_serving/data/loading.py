@@ -29,7 +29,7 @@ from typing import Any, Literal, overload
 
 import datasets
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any, Literal
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 

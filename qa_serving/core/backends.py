@@ -3,7 +3,7 @@
 The choice (PyTorch, ONNX Runtime or OpenVINO; CPU or CUDA; fp32/fp16/bf16) happens once, at load time;
 the callers (pipeline, evaluation, handler, exporter parity check) only call the backend.
 Optional dependencies (optimum, onnxruntime, optimum-intel/openvino) are imported lazily with an
-actionable error. ``dtype="auto"`` resolves through :func:`qa_serving.hardware.resolve_precision`
+actionable error. ``dtype="auto"`` resolves through :func:`qa_serving.core.hardware.resolve_precision`
 (bf16 where the CPU has avx512_bf16/AMX, fp32 elsewhere) and logs the choice; nothing picks "auto"
 unless the caller asks, so the defaults stay the stock pipeline's (fp32).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _require_openvino():
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     """``"auto"`` -> ``"bf16"``/``"fp32"`` for ``device`` (logged, :func:`hardware.resolve_precision`);
     explicit dtypes pass through checked. Example: ``resolve_dtype("auto")`` -> ``"bf16"`` on a Xeon with AMX."""
-    from .hardware import resolve_precision
+    from qa_serving.core.hardware import resolve_precision
 
     if dtype != "auto" and dtype not in DTYPES:
         raise QAError(f"dtype must be one of {DTYPES} or 'auto', got {dtype!r}")
@@ -342,7 +342,7 @@ def load_model(path: str | Path, backend: str = "auto", device: str | None = Non
         return load_onnx_model(local, device=device, file_name=kwargs.get("file_name"))
     from transformers import AutoModelForQuestionAnswering
 
-    from . import heads  # noqa: F401  (registers the frozen-encoder head with the Auto classes)
+    from qa_serving.training import heads  # noqa: F401  (registers the frozen-encoder head with the Auto classes)
 
     if str(path).startswith((".", "/")) and not local.exists():
         raise QAError(f"model path {path} does not exist")

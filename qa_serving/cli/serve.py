@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import QAError
-from ..serving import (
+from qa_serving.errors import QAError
+from qa_serving.serving import (
     DEFAULT_RUN_DIR,
     DEFAULT_STORE,
     SETTINGS,
@@ -22,8 +22,8 @@ from ..serving import (
     start_server,
     stop_server,
 )
-from ..serving.server import config_ports
-from ..serving.settings import Setting
+from qa_serving.serving.server import config_ports
+from qa_serving.serving.settings import Setting
 
 
 def _flag(setting: Setting) -> str:
@@ -46,7 +46,7 @@ def _add_setting(group, setting: Setting, *, show_default: bool) -> None:
 
 
 def add_parser(sub) -> None:
-    """``qa-serving archive`` and ``qa-serving serve`` (picked up by :mod:`qa_serving.cli`)."""
+    """``qa-serving archive`` and ``qa-serving serve`` (picked up by :mod:`qa_serving.cli.main`)."""
     p = sub.add_parser(
         "archive",
         help="build a TorchServe model archive (.mar) of a model folder",

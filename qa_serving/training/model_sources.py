@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QAError
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ def check_model(folder: str | Path) -> dict[str, Any]:
     """
     from transformers import AutoModel, AutoModelForQuestionAnswering
 
-    from .windowing import load_tokenizer
+    from qa_serving.core.windowing import load_tokenizer
 
     qa, info = AutoModelForQuestionAnswering.from_pretrained(str(folder), output_loading_info=True)
     missing = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")]

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import QAError
-from .windowing import NO_OFFSET
+from qa_serving.errors import QAError
+from qa_serving.core.windowing import NO_OFFSET
 
 
 @dataclass
