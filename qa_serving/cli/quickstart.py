@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         "quickstart",
         help="the whole job: data -> fine-tune -> evaluate -> ONNX -> TorchServe -> HTTP answer",
         description="Chains synth/train/export/archive/serve with sensible offline defaults and prints one "
-        "summary table. Data: --train-file, else the hub's squad when reachable, else synthetic. "
+        "summary table. Data: --train-file, else the hub's squad when reachable, else the SQuAD v1.1 dev "
+        "subset shipped with the package (synthetic for --lang ko and --tiny). "
         "Model: --model, else distilbert-base-uncased when the hub is reachable, else "
         "all-MiniLM-L6-v2 when its package is installed, else a small BERT from a config.",
     )
