@@ -15,6 +15,15 @@ Only the inference API goes through: ``POST /predictions/<model>[/<version>]``, 
 0.12 answers the v2 REST health and metadata paths with 404 outside KServe.) The management and metrics
 APIs stay on loopback.
 
+Overload and shutdown (the serving hygiene the KServe runtime has in-process):
+- TorchServe answers a full job queue (``jobQueueSize`` in the archive's model-config.yaml) with 503; the
+  gateway passes it on as a JSON error with ``Retry-After``. More than ``--max-in-flight`` requests at the
+  gateway itself also get 503 + ``Retry-After`` at once.
+- ``--deadline`` counts the whole request (TorchServe's queue + compute, a key renewal included): 504.
+- SIGTERM: new requests get 503 + ``Retry-After`` for a second (connections already in the listen backlog
+  get an answer, not a reset), then the gateway stops accepting, finishes every request it has taken
+  (up to ``--grace`` s) and exits 0; the entrypoint stops TorchServe after it.
+
 Deliberate simplifications: Python's threading HTTP server (one thread per connection; fine for a
 model server whose requests take milliseconds to seconds, not for 10k connections); bodies are read
 whole (TorchServe refuses bodies over ``max_request_size`` anyway; the gateway refuses the same size).
@@ -48,6 +57,7 @@ ROUTES = [
 ]
 PASS_HEADERS = ("content-type", "x-qa-batch-size")
 MAX_BODY = 6_553_500  # TorchServe's max_request_size in qa_serving/serving/config.properties
+ACCEPT_WINDOW_S = 1.0  # after SIGTERM: keep answering 503 this long before closing the listener
 
 
 class ClientKey:
@@ -115,12 +125,19 @@ class TorchServe:
                 logger.error("could not renew TorchServe's inference key: %s %s", status, body[:200])
 
     def forward(
-        self, method: str, path: str, body: bytes, headers: dict[str, str]
+        self, method: str, path: str, body: bytes, headers: dict[str, str], started: float | None = None
     ) -> tuple[int, dict, bytes]:
+        """TorchServe's answer; TimeoutError once ``deadline`` s have passed since ``started`` (monotonic)."""
+        end = (started if started is not None else time.monotonic()) + self.deadline
         for attempt in (1, 2):
             key = self.key()
             auth = {"Authorization": f"Bearer {key}"} if key else {}
-            status, reply_headers, reply = self._call(self.inference, method, path, body, {**headers, **auth})
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline passed")
+            status, reply_headers, reply = self._call(
+                self.inference, method, path, body, {**headers, **auth}, timeout=left
+            )
             # TorchServe 0.12 answers an expired (or wrong) key with 400 InvalidKeyException.
             if attempt == 1 and key and status in (400, 401) and b"InvalidKeyException" in reply:
                 self.renew_inference_key(key)
@@ -128,8 +145,8 @@ class TorchServe:
             return status, reply_headers, reply
         return status, reply_headers, reply
 
-    def _call(self, where, method, path, body, headers) -> tuple[int, dict, bytes]:
-        conn = http.client.HTTPConnection(*where, timeout=self.deadline)
+    def _call(self, where, method, path, body, headers, timeout=None) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(*where, timeout=timeout or self.deadline)
         try:
             conn.request(method, path, body=body or None, headers=headers)
             resp = conn.getresponse()
@@ -160,6 +177,29 @@ class Gateway(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        if not self.server.enter():
+            self.close_connection = self.server.draining
+            return self._refuse()
+        try:
+            self._answer(method)
+        finally:
+            self.server.leave()
+
+    def _refuse(self) -> None:
+        """503 + Retry-After without touching TorchServe: shutting down, or too many requests in flight."""
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server = self.server
+        why = (
+            "the server is shutting down; retry on another replica"
+            if server.draining
+            else f"the server is at capacity ({server.max_in_flight} requests in flight); retry later"
+        )
+        headers = {"Retry-After": str(server.retry_after)}
+        if server.draining:
+            headers["Connection"] = "close"
+        self._reply(503, headers, error_body(503, why))
+
+    def _answer(self, method: str) -> None:
         started = time.monotonic()
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
@@ -177,17 +217,21 @@ class Gateway(BaseHTTPRequestHandler):
                 )
         headers = {"Content-Type": self.headers.get("Content-Type", "application/json")} if body else {}
         try:
-            status, reply_headers, reply = self.upstream.forward(method, self.path, body, headers)
+            status, reply_headers, reply = self.upstream.forward(method, self.path, body, headers, started)
         except TimeoutError:
             status, reply_headers = 504, {}
-            reply = error_body(504, f"the model server did not answer within {self.upstream.deadline:.0f}s")
+            reply = error_body(504, f"the model server did not answer within {self.upstream.deadline:g}s")
         except OSError as err:  # refused, reset: TorchServe is down or restarting
             status, reply_headers, reply = (
                 502,
                 {},
                 error_body(502, f"the model server is not reachable: {err}"),
             )
-        self._reply(status, {k: v for k, v in reply_headers.items() if k in PASS_HEADERS}, reply)
+        passed = {k: v for k, v in reply_headers.items() if k in PASS_HEADERS}
+        if status == 503:  # TorchServe's job queue is full (jobQueueSize) or no worker is up yet
+            passed = {"Retry-After": reply_headers.get("retry-after") or str(self.server.retry_after)}
+            reply = error_body(503, f"the model server is at capacity: {_message(reply)}; retry later")
+        self._reply(status, passed, reply)
         logger.info("%s %s -> %d in %.0f ms", method, path, status, 1000 * (time.monotonic() - started))
 
     def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -204,12 +248,63 @@ class Gateway(BaseHTTPRequestHandler):
         logger.debug(format, *args)
 
 
-def make_server(listen: str, upstream: TorchServe, client_key: ClientKey | None) -> ThreadingHTTPServer:
+def _message(reply: bytes) -> str:
+    """TorchServe's error message (``{"code", "type", "message"}``), else the reply's start."""
+    try:
+        return str(json.loads(reply).get("message"))
+    except (ValueError, AttributeError):
+        return reply[:200].decode(errors="replace")
+
+
+class GatewayServer(ThreadingHTTPServer):
+    """The listening server plus what overload and drain need: requests in flight, a bound, a flag."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_in_flight: int = 256, retry_after: int = 1) -> None:
+        super().__init__(address, handler)
+        self.max_in_flight, self.retry_after = max_in_flight, retry_after
+        self.in_flight, self.draining, self.exit_code = 0, False, 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Take a request (False: refuse it with 503, draining or at the bound)."""
+        with self._lock:
+            if self.draining or self.in_flight >= self.max_in_flight:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def drain(self, grace: float, accept_window: float = ACCEPT_WINDOW_S) -> bool:
+        """SIGTERM: refuse new requests (503), stop accepting after ``accept_window`` s, then wait up to
+        ``grace`` s for the requests taken; True when all were answered. Call it off the serving thread."""
+        self.draining = True
+        logger.info("SIGTERM: draining %d requests in flight", self.in_flight)
+        time.sleep(accept_window)
+        self.shutdown()  # serve_forever returns
+        self.socket.close()  # connections arriving now are refused, not left in a backlog
+        end = time.monotonic() + grace
+        while self.in_flight and time.monotonic() < end:
+            time.sleep(0.02)
+        if self.in_flight:
+            logger.error("%d requests still in flight after the %g s grace period", self.in_flight, grace)
+        return self.in_flight == 0
+
+
+def make_server(
+    listen: str,
+    upstream: TorchServe,
+    client_key: ClientKey | None,
+    max_in_flight: int = 256,
+    retry_after: int = 1,
+) -> GatewayServer:
     """A gateway bound to ``listen`` (``host:port``); call ``serve_forever()`` (or run it in a thread)."""
     handler = type("BoundGateway", (Gateway,), {"upstream": upstream, "client_key": client_key})
-    server = ThreadingHTTPServer(_host_port(listen), handler)
-    server.daemon_threads = True
-    return server
+    return GatewayServer(_host_port(listen), handler, max_in_flight, retry_after)
 
 
 def torchserve_alive(run_dir: Path) -> bool:
@@ -236,7 +331,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default="runs/torchserve", help="TorchServe's run folder (key_file.json)")
     p.add_argument("--inference", default="127.0.0.1:8085", help="TorchServe's inference address")
     p.add_argument("--management", default="127.0.0.1:8086", help="TorchServe's management address")
-    p.add_argument("--deadline", type=float, default=150.0, help="s before a request gets 504 (default: 150)")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=150.0,
+        help="s a request may take, TorchServe's queue + compute, before a 504 (default: 150, the deadline_s "
+        "row of qa_serving/serving/settings.py)",
+    )
+    p.add_argument(
+        "--grace", type=float, default=25.0, help="s after SIGTERM to finish requests in flight (default: 25)"
+    )
+    p.add_argument(
+        "--max-in-flight", type=int, default=256, help="more concurrent requests get 503 (default: 256)"
+    )
+    p.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 503, in s (default: 1)")
     p.add_argument(
         "--key-file", default=os.environ.get("QA_API_KEY_FILE"), help="file holding the client key"
     )
@@ -246,9 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = None if args.no_auth else ClientKey(args.key_file, os.environ.get("QA_API_KEY"))
     upstream = TorchServe(args.run_dir, args.inference, args.management, args.deadline)
-    server = make_server(args.listen, upstream, key)
-    server.exit_code = 0
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server = make_server(args.listen, upstream, key, args.max_in_flight, args.retry_after)
+    drained = threading.Event()
+
+    def on_sigterm(*_) -> None:
+        if not server.draining:
+            threading.Thread(target=lambda: (server.drain(args.grace), drained.set()), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     if args.watch:
         threading.Thread(target=_watch, args=(Path(args.run_dir), server), daemon=True).start()
     logger.info(
@@ -256,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+    if server.draining:
+        drained.wait(args.grace + ACCEPT_WINDOW_S + 5)
     server.server_close()
     return server.exit_code
 

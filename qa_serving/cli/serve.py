@@ -2,6 +2,8 @@
 
 The flags of the archive settings and of the serve-time overrides are generated from
 :data:`qa_serving.serving.settings.SETTINGS`, so their defaults and help texts are the library's.
+``serve --engine torchserve`` (the default) starts TorchServe in the background; ``serve --engine kserve
+--model DIR`` runs the KServe runtime (:mod:`qa_serving.serving.kserve_runtime`) in the foreground.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from qa_serving.serving import (
 )
 from qa_serving.serving.server import config_ports
 from qa_serving.serving.settings import Setting
+
+ENGINES = ("torchserve", "kserve")
 
 
 def _flag(setting: Setting) -> str:
@@ -78,6 +82,13 @@ def add_parser(sub) -> None:
         "(or --config), load the archives, wait until they are ready, and print the URL, how to read the "
         "inference key and a curl example. Logs and key_file.json go to --run-dir.",
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torchserve",
+        help="torchserve: TorchServe in the background with the store's archives (default); kserve: the "
+        "KServe runtime in the foreground with --model, until SIGTERM (docs/serving.md)",
+    )
     p.add_argument("--store", default=str(DEFAULT_STORE), help="model store folder (default: model_store)")
     p.add_argument("--models", nargs="+", help="archive names to load (default: every .mar in the store)")
     p.add_argument("--config", help="config.properties (default: the one shipped with qa_serving.serving)")
@@ -103,6 +114,14 @@ def add_parser(sub) -> None:
         action="store_true",
         help="no Authorization header needed (local debugging only)",
     )
+    g = p.add_argument_group("--engine kserve (batch size, batch delay, threads and device: the flags above)")
+    g.add_argument("--model", help="saved model folder to serve (a PyTorch, ONNX or OpenVINO folder)")
+    g.add_argument("--name", default="qa", help="model name: /v1/models/NAME:predict, /v2/models/NAME/infer")
+    g.add_argument("--host", default="127.0.0.1", help="REST address (default: 127.0.0.1; 0.0.0.0 in a pod)")
+    g.add_argument("--http-port", type=int, default=8080, help="REST port (default: 8080)")
+    g.add_argument("--grpc-port", type=int, default=8081, help="gRPC port, all interfaces (default: 8081)")
+    for name in ("job_queue_size", "deadline_s", "grace_s"):
+        _add_setting(g, SETTINGS[name], show_default=True)
     p.add_argument("--stop", action="store_true", help="stop the TorchServe of --run-dir")
     p.add_argument(
         "--print-key",
@@ -132,6 +151,14 @@ def _run_archive(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    if args.engine == "kserve":
+        return _run_kserve(args)
+    kserve_only = [f for f in ("model", "job_queue_size", "deadline_s", "grace_s") if getattr(args, f) is not None]
+    if kserve_only:
+        raise QAError(
+            f"{', '.join(kserve_only)}: flags of --engine kserve. TorchServe serves archives (--store, --models); "
+            "its queue bound is the archive's jobQueueSize (qa-serving archive --job-queue-size)"
+        )
     if args.print_key:
         print(read_token(args.run_dir, args.print_key))
         return 0
@@ -159,6 +186,37 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
     print(serve_message(server))
     return 0
+
+
+def _run_kserve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from qa_serving.serving.settings import HandlerSettings
+
+    if not args.model:
+        raise QAError("qa-serving serve --engine kserve needs --model DIR (a saved model folder)")
+    from qa_serving.serving.kserve_runtime import RuntimeSettings, serve
+
+    settings = HandlerSettings.resolve(None)
+    for name in ("threads", "device"):
+        if getattr(args, name) is not None:
+            settings = dataclasses.replace(settings, **{name: getattr(args, name)})
+    given = {
+        name: SETTINGS[name].check(getattr(args, name))
+        for name in ("batch_size", "max_batch_delay_ms", "job_queue_size", "deadline_s", "grace_s")
+        if getattr(args, name) is not None
+    }
+    device = "cuda:0" if settings.device == "auto" and _cuda() else "cpu"
+    return serve(
+        args.model, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port, host=args.host,
+        settings=settings, runtime=RuntimeSettings(**given), device=device,
+    )  # fmt: skip
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def serve_message(server: Server) -> str:

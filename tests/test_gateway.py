@@ -1,0 +1,167 @@
+"""deploy/gateway.py's overload and shutdown behaviour against a fake TorchServe (seconds, no Java).
+
+The key checks, key renewal and the plain 504 are in tests/test_scaleout.py; here: TorchServe's 503 (job
+queue full) comes back as a JSON error with Retry-After; more requests than ``--max-in-flight`` get 503 +
+Retry-After without reaching TorchServe; the deadline counts the whole request; SIGTERM to the real
+gateway process during a burst: every request taken is answered 200, a newcomer gets 503 + Retry-After,
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import REPO_ROOT
+
+requests = pytest.importorskip("requests")
+
+
+def load_gateway():
+    spec = importlib.util.spec_from_file_location("qa_gateway_hygiene", REPO_ROOT / "deploy" / "gateway.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeTorchServe(BaseHTTPRequestHandler):
+    """``/predictions/full``: TorchServe's 503 for a full job queue; ``/predictions/slow``: 200 after 0.8 s;
+    anything else: 200 at once. No keys (TorchServe with --disable-token-auth)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._send(200, {"status": "Healthy"})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/predictions/full":
+            return self._send(503, {"code": 503, "type": "ServiceUnavailableException",
+                                    "message": 'Model "qa" has no worker to serve inference request.'})  # fmt: skip
+        if self.path == "/predictions/slow":
+            time.sleep(0.8)
+        self._send(200, {"answer": "Ada"})
+
+    def _send(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def upstream():
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
+    fake.daemon_threads = True
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{fake.server_address[1]}"
+    finally:
+        fake.shutdown()
+
+
+def in_thread_gateway(upstream: str, tmp_path, deadline: float = 5.0, max_in_flight: int = 256):
+    gateway = load_gateway()
+    server = gateway.make_server(
+        "127.0.0.1:0", gateway.TorchServe(tmp_path, upstream, upstream, deadline), None, max_in_flight
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_a_full_torchserve_queue_is_a_json_503_with_retry_after(upstream, tmp_path):
+    server, url = in_thread_gateway(upstream, tmp_path)
+    try:
+        reply = requests.post(f"{url}/predictions/full", json={}, timeout=10)
+        assert reply.status_code == 503 and reply.headers["Retry-After"] == "1"
+        assert reply.json()["status"] == 503 and "no worker to serve" in reply.json()["error"]
+    finally:
+        server.shutdown()
+
+
+def test_more_requests_than_max_in_flight_get_503_at_once(upstream, tmp_path):
+    server, url = in_thread_gateway(upstream, tmp_path, max_in_flight=2)
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            replies = list(
+                pool.map(lambda _: requests.post(f"{url}/predictions/slow", json={}, timeout=10), range(5))
+            )
+        statuses = sorted(r.status_code for r in replies)
+        assert statuses.count(200) >= 2 and set(statuses) == {200, 503}, statuses
+        refused = next(r for r in replies if r.status_code == 503)
+        assert refused.headers["Retry-After"] == "1" and "at capacity" in refused.json()["error"]
+        assert requests.post(f"{url}/predictions/qa", json={}, timeout=10).status_code == 200  # recovers
+    finally:
+        server.shutdown()
+
+
+def test_the_deadline_counts_the_whole_request(upstream, tmp_path):
+    server, url = in_thread_gateway(upstream, tmp_path, deadline=0.3)
+    try:
+        started = time.monotonic()
+        reply = requests.post(f"{url}/predictions/slow", json={}, timeout=10)
+        assert reply.status_code == 504 and reply.json() == {
+            "error": "the model server did not answer within 0.3s", "status": 504}  # fmt: skip
+        assert time.monotonic() - started < 0.75
+    finally:
+        server.shutdown()
+
+
+def test_sigterm_answers_the_requests_taken_and_exits_0(upstream, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "deploy" / "gateway.py"), "--no-auth", "--listen", f"127.0.0.1:{port}",
+         "--inference", upstream, "--management", upstream, "--run-dir", str(tmp_path), "--grace", "10"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        results: list = [None] * 12
+
+        def send(i: int) -> None:
+            try:
+                results[i] = requests.post(f"{url}/predictions/slow", json={}, timeout=30).status_code
+            except requests.RequestException as err:
+                results[i] = err
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        late = requests.post(f"{url}/predictions/qa", json={}, timeout=10)
+        assert late.status_code == 503 and late.headers["Retry-After"] == "1"
+        assert "shutting down" in late.json()["error"]
+        for t in threads:
+            t.join(30)
+        assert results == [200] * 12
+        assert proc.wait(20) == 0, proc.stdout.read().decode()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/ping", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
