@@ -49,7 +49,7 @@ def test_golden_cases():
     assert selective.aurc([4, 3, 2, 1], [1, 1, 0, 0]) == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
     assert selective.coverage_at_precision([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == pytest.approx(2 / 3)
     assert selective.coverage_at_precision([0.9, 0.8], [0, 1], 0.9) == 0.0
-    cov, risk, thr = selective.risk_coverage([0.9, 0.5, 0.5], [1, 0, 1])
+    cov, risk, _ = selective.risk_coverage([0.9, 0.5, 0.5], [1, 0, 1])
     np.testing.assert_allclose(cov, [1 / 3, 1])
     np.testing.assert_allclose(risk, [0, 1 / 3])
     assert selective.threshold_at_precision([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == 0.8

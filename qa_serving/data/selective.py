@@ -62,7 +62,9 @@ def reliability(
     )
 
 
-def risk_coverage(confidence: Sequence[float], correct: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def risk_coverage(
+    confidence: Sequence[float], correct: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The risk-coverage curve: answering every question whose confidence is >= a threshold, for each
     distinct threshold from the highest down: ``(coverage, risk, threshold)``.
 
@@ -110,7 +112,9 @@ def coverage_at_precision(confidence: Sequence[float], correct: Sequence[float],
     return float(coverage[ok].max()) if ok.any() else 0.0
 
 
-def threshold_at_precision(confidence: Sequence[float], correct: Sequence[float], precision: float) -> float | None:
+def threshold_at_precision(
+    confidence: Sequence[float], correct: Sequence[float], precision: float
+) -> float | None:
     """The confidence threshold that reaches :func:`coverage_at_precision` (``None``: none does); a
     ``min_probability`` to try on a held-out set."""
     coverage, risk, threshold = risk_coverage(confidence, correct)
@@ -171,8 +175,13 @@ def plot_risk_coverage(curves: dict[str, tuple[Sequence[float], Sequence[float]]
         ax.plot(coverage, risk, label=f"{name} (AURC {aurc(conf, ok):.3f})")
     for p in PRECISIONS:
         ax.axhline(1 - p, color="grey", linestyle=":", linewidth=0.8)
-    ax.set(xlabel="coverage (share answered)", ylabel="risk (share of answers wrong)", xlim=(0, 1),
-           ylim=(0, None), title="Risk-coverage")
+    ax.set(
+        xlabel="coverage (share answered)",
+        ylabel="risk (share of answers wrong)",
+        xlim=(0, 1),
+        ylim=(0, None),
+        title="Risk-coverage",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

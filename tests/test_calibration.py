@@ -1,0 +1,138 @@
+"""The calibrator: features from a Prediction, fit/predict, JSON round trip, abstention."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qa_serving.core import calibration as cal
+from qa_serving.core.postprocess import Candidate, Prediction
+from qa_serving.errors import QAError
+
+
+def _prediction() -> Prediction:
+    context = "Ada Lovelace wrote the first program in 1843."
+    nbest = [
+        Candidate(9.0, 4.0, 5.0, 0, 12, probability=0.7),  # "Ada Lovelace"
+        Candidate(7.0, 4.0, 3.0, 0, 3, probability=0.2),  # "Ada"
+        Candidate(6.0, 3.0, 3.0, 0, 12, probability=0.1),  # "Ada Lovelace" again (other window)
+    ]
+    answers = [{"answer": "Ada Lovelace", "score": 0.6, "start": 0, "end": 12}]
+    p = Prediction(answers=answers, null_score_diff=None, nbest=nbest)
+    return p, context
+
+
+def test_features_by_hand():
+    p, context = _prediction()
+    f = dict(zip(cal.FEATURES, cal.answer_features(p, p.answers[0], "squad", 2, context)))
+    assert f["strength"] == 9.0
+    assert f["share"] == pytest.approx(0.8)  # both "Ada Lovelace" candidates
+    assert f["margin"] == pytest.approx(2.0)  # 9 - 7 ("Ada")
+    assert f["null_gap"] == cal.CAP  # no null strength known
+    assert f["log_windows"] == pytest.approx(np.log(2))
+    assert f["log_words"] == pytest.approx(np.log(3))
+    assert f["log_score"] == pytest.approx(np.log(0.6))
+    assert f["is_null"] == 0.0
+    # A lone candidate has no rival: the margin is capped.
+    lone = Prediction(p.answers, None, p.nbest[:1])
+    assert (
+        dict(zip(cal.FEATURES, cal.answer_features(lone, p.answers[0], "squad", 1, context)))["margin"]
+        == cal.CAP
+    )
+
+
+def test_null_strength_and_pipeline_mode():
+    p, context = _prediction()
+    p.null_strength = 1.0
+    f = dict(zip(cal.FEATURES, cal.answer_features(p, p.answers[0], "squad", 1, context)))
+    assert f["null_gap"] == pytest.approx(8.0)
+    # "pipeline" mode: strengths are log stock scores, shares the scores over their sum.
+    stock = Prediction(
+        [{"answer": "Ada", "score": 0.5, "start": 0, "end": 3}],
+        None,
+        [Candidate(0.5, 0, 0, 0, 3), Candidate(0.25, 0, 0, 4, 12)],
+    )
+    f = dict(zip(cal.FEATURES, cal.answer_features(stock, stock.answers[0], "pipeline", 1, context)))
+    assert f["strength"] == pytest.approx(np.log(0.5))
+    assert f["share"] == pytest.approx(2 / 3)
+    assert f["margin"] == pytest.approx(np.log(2))
+
+
+def _synthetic(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(cal.FEATURES)))
+    x[:, -1] = 0.0  # is_null constant (SQuAD v1)
+    logit = 1.5 * x[:, 1] - 0.7 * x[:, 3] + 0.3
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return x, y
+
+
+def test_fit_recovers_a_calibrated_probability():
+    from qa_serving.data.selective import ece
+
+    x, y = _synthetic(8000)
+    c = cal.Calibrator.fit(x[:4000], y[:4000], "squad")
+    p = c.predict(x[4000:])
+    assert ece(p, y[4000:]) < 0.04
+    assert np.all((p >= 0) & (p <= 1))
+    assert c.coef[-1] == pytest.approx(0.0, abs=1e-6)  # the constant feature gets no weight
+
+
+def test_logistic_large_values_do_not_overflow():
+    x = np.array([[-1e4], [1e4], [-1e4], [1e4]])
+    w, b = cal.fit_logistic(x, np.array([0.0, 1.0, 0.0, 1.0]))
+    assert np.isfinite(w).all() and np.isfinite(b) and w[0] > 0
+
+
+def test_isotonic_golden():
+    kx, ky = cal.fit_isotonic(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 0.0]))
+    np.testing.assert_allclose(np.interp([1, 2, 3], kx, ky), [0, 0.5, 0.5])
+    # Non-decreasing whatever the input.
+    rng = np.random.default_rng(1)
+    kx, ky = cal.fit_isotonic(rng.random(200), (rng.random(200) < 0.5).astype(float))
+    assert np.all(np.diff(ky) >= 0) and np.all(np.diff(kx) >= 0)
+
+
+def test_json_round_trip_and_errors(tmp_path):
+    x, y = _synthetic(300)
+    c = cal.Calibrator.fit(x, y, "squad", info={"source": "test"})
+    path = c.save(tmp_path)
+    assert path.name == cal.CALIBRATOR_NAME
+    data = json.loads(path.read_text())  # plain JSON, no pickle
+    assert data["format"] == cal.FORMAT and data["info"]["questions"] == 300
+    back = cal.load_calibrator(tmp_path)
+    np.testing.assert_array_equal(back.predict(x), c.predict(x))
+    assert cal.load_calibrator(tmp_path / "none") is None
+    path.write_text("{not json")
+    with pytest.raises(QAError, match="unreadable calibrator"):
+        cal.load_calibrator(tmp_path)
+    with pytest.raises(QAError, match="at least 20"):
+        cal.Calibrator.fit(x[:10], y[:10], "squad")
+    with pytest.raises(QAError, match="both right and wrong"):
+        cal.Calibrator.fit(x, np.ones(len(x)), "squad")
+
+
+def test_calibrate_prediction_and_abstention():
+    x, _ = _synthetic(400)
+    y = np.arange(400) % 2.0  # unrelated to the features: probabilities near 0.5
+    c = cal.Calibrator.fit(x, y, "squad")
+    p, context = _prediction()
+    out = cal.calibrate_prediction(p, c, 1, context)
+    prob = out.answers[0]["probability"]
+    assert 0.2 < prob < 0.8 and out.answers[0]["answer"] == "Ada Lovelace"
+    p, _ = _prediction()
+    out = cal.calibrate_prediction(p, c, 1, context, min_probability=min(prob + 1e-6, 1.0))
+    assert out.answers == [{"answer": "", "score": 0.0, "start": 0, "end": 0, "probability": prob}]
+    empty = Prediction([], None, [])
+    assert cal.calibrate_prediction(empty, c, 1, context).answers == []
+
+
+def test_cross_fit_scores_each_group_out_of_fold():
+    x, y = _synthetic(600)
+    groups = [f"article{i % 6}" for i in range(600)]
+    p = cal.cross_fit(x, y, groups, "squad", n_folds=3)
+    assert p.shape == (600,) and np.all((p >= 0) & (p <= 1))
+    with pytest.raises(QAError, match="at least 2 groups"):
+        cal.cross_fit(x, y, ["a"] * 600, "squad")
