@@ -188,10 +188,10 @@ def in_process_qps(model_folder: Path, backend: str, eval_set: EvalSet, chunk: i
     be = load_backend(model_folder, backend="onnx" if backend.startswith("onnx") else "torch", device="cpu")
     qs = [eval_set.questions[i % len(eval_set)] for i in range(n)]
     cs = [eval_set.contexts[i % len(eval_set)] for i in range(n)]
-    answer(be, tokenizer, qs[:4], cs[:4], config)  # warm-up
+    answer(be, tokenizer, list(zip(qs[:4], cs[:4])), config)  # warm-up
     t0 = time.perf_counter()
     for lo in range(0, n, chunk):
-        answer(be, tokenizer, qs[lo : lo + chunk], cs[lo : lo + chunk], config)
+        answer(be, tokenizer, list(zip(qs[lo : lo + chunk], cs[lo : lo + chunk])), config)
     return n / (time.perf_counter() - t0)
 
 

@@ -137,7 +137,7 @@ def quality_parity(
 
     def run(backend: Backend):
         started = time.perf_counter()
-        predictions = answer(backend, tokenizer, questions, contexts, config)
+        predictions = answer(backend, tokenizer, list(zip(questions, contexts)), config)
         seconds = time.perf_counter() - started
         scores = evaluate_predictions(dataset, predictions, metric, config).metrics
         exact = scores.get("exact_match", scores.get("exact", 0.0))

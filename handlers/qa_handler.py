@@ -1,11 +1,12 @@
-"""TorchServe handler for extractive QA: TorchServe glue over :mod:`qa_serving`, nothing else.
+"""TorchServe handler for extractive QA: TorchServe glue over :class:`qa_serving.serving.service.QAService`.
 
-The request protocol (bodies, validation, KServe v2, per-request errors) is :mod:`qa_serving.serving.protocol`;
-the settings (the ``handler:`` section of model-config.yaml and the ``QA_*`` env vars) are
-:class:`qa_serving.serving.settings.HandlerSettings`. One TorchServe batch is answered in one pass:
-``preprocess`` parses every request (a bad one gets its error, never an exception), ``inference`` windows
-all valid examples together and runs the windows through the backend in length-sorted, dynamically padded
-chunks, ``postprocess`` scores answers per example and maps them back to each request in order.
+The request model and its wire envelopes (project JSON, Open Inference Protocol v2, per-request errors)
+are :mod:`qa_serving.serving.request`, ``json_api`` and ``v2_api``; the answers come from the one core call
+(:mod:`qa_serving.core.answering`), as for ``pipeline("custom-qa")``. The settings (the ``handler:``
+section of model-config.yaml and the ``QA_*`` env vars) are :class:`qa_serving.serving.settings.HandlerSettings`.
+One TorchServe batch is answered in one pass: ``preprocess`` parses every request (a bad one gets its error,
+never an exception), ``inference`` answers all valid examples in one core call, ``postprocess`` renders each
+request's body in its envelope, in order.
 
 This file is the entry ``torch-model-archiver --handler`` packs (installed as ``qa_serving.handlers``);
 in an archive it sits beside ``qa_serving.zip``, the library it was archived with.
@@ -27,32 +28,17 @@ _BUNDLE = Path(__file__).resolve().with_name("qa_serving.zip")
 if _BUNDLE.is_file() and str(_BUNDLE) not in sys.path:
     sys.path.insert(0, str(_BUNDLE))
 
-import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 
 import qa_serving
-from qa_serving.core.backends import load_backend
-from qa_serving.core.config import QAConfig
 from qa_serving.core.hardware import available_cpus
-from qa_serving.core.answering import window_logits
-from qa_serving.serving.protocol import PHRASES, Example, Request, answer_examples, parse_row, responses
+from qa_serving.serving.request import PHRASES, Request
+from qa_serving.serving.service import QAService
 from qa_serving.serving.settings import HandlerSettings
-from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE_HEADER = "x-qa-batch-size"
-
-
-@dataclass
-class Scored:
-    """What ``inference`` hands to ``postprocess``: the parsed batch and the logits of every window."""
-
-    requests: list[Request]
-    examples: list[Example]
-    features: Features | None
-    starts: list[np.ndarray]
-    ends: list[np.ndarray]
 
 
 class QAHandler(BaseHandler):
@@ -66,22 +52,14 @@ class QAHandler(BaseHandler):
         path = self._model_path(Path(context.system_properties["model_dir"]))
         self.device = self._device(context.system_properties.get("gpu_id"))
         self._set_threads(yaml_config)
-        self.config = QAConfig.from_model_dir(path)
-        if self.settings.feature_batch_size:
-            self.config = self.config.replace(batch_size=self.settings.feature_batch_size)
-        self.tokenizer = load_tokenizer(path)
-        self.backend = load_backend(
-            path, backend=self.settings.backend, device=self.device, dtype=self.settings.dtype
-        )
-        # One example end to end, so a broken model or config fails the worker's load, not the first request.
-        features = prepare_features(self.tokenizer, ["warm up?"], ["warm up the model."], self.config)
-        window_logits(self.backend, features, self.config)
+        self.service = QAService.load(path, self.settings, device=self.device)
+        self.config = self.service.config
         self.initialized = True
         logger.info(
-            "qa handler ready: model %s, backend=%s dtype=%s device=%s threads=%s, qa_serving from %s, %s",
+            "qa handler ready: model %s, backend=%s precision=%s device=%s threads=%s, qa_serving from %s, %s",
             path,
             self.settings.backend,
-            self.settings.dtype,
+            self.settings.precision,
             self.device,
             _torch_threads(),
             Path(qa_serving.__file__).parent,
@@ -92,8 +70,6 @@ class QAHandler(BaseHandler):
         # `qa-serving archive` puts the model in model/ and an optional ONNX export in onnx/.
         if self.settings.backend == "onnx" and (model_dir / "onnx").is_dir():
             return model_dir / "onnx"
-        if self.settings.backend == "openvino" and (model_dir / "openvino").is_dir():
-            return model_dir / "openvino"
         return model_dir / "model" if (model_dir / "model").is_dir() else model_dir
 
     def _device(self, gpu_id) -> str:
@@ -116,46 +92,33 @@ class QAHandler(BaseHandler):
 
     def preprocess(self, data: list) -> list[Request]:
         """Parse every request of the batch; a bad one records its error and never raises."""
-        return [parse_row(row, self.settings, self.config) for row in data]
+        return [self.service.parse(_row_body(row)) for row in data]
 
-    def inference(self, requests: list[Request]) -> Scored:
-        """Window every valid example of the batch at once and run all windows through the backend."""
-        examples = [ex for req in requests if req.error is None for ex in req.examples]
-        if not examples:
-            return Scored(requests, examples, None, [], [])
-        start = time.perf_counter()
-        features = prepare_features(
-            self.tokenizer, [ex.question for ex in examples], [ex.context for ex in examples], self.config
-        )
-        starts, ends = window_logits(self.backend, features, self.config)
-        logger.info(
-            "qa batch: %d requests, %d examples, %d windows, %.1f ms",
-            len(requests),
-            len(examples),
-            len(features),
-            1000 * (time.perf_counter() - start),
-        )
-        return Scored(requests, examples, features, starts, ends)
+    def inference(self, requests: list[Request]) -> tuple[list[Request], list]:
+        """All valid examples of the batch in one core call (they share windows and forward passes)."""
+        answers = self.service.answer(requests)
+        stats = self.service.last
+        if stats.examples:
+            logger.info(
+                "qa batch: %d requests, %d examples, %d windows, %.1f ms",
+                stats.requests, stats.examples, stats.windows, 1000 * stats.seconds,
+            )  # fmt: skip
+        return requests, answers
 
-    def postprocess(self, scored: Scored) -> list:
-        """Answers per request, in request order; error objects (with their HTTP status) for bad ones."""
-        answers = []
-        if scored.features is not None:
-            answers = answer_examples(
-                scored.examples, scored.features, scored.starts, scored.ends, self.config
-            )
+    def postprocess(self, scored: tuple[list[Request], list]) -> list:
+        """Bodies per request, in request order; error objects (with their HTTP status) for bad ones."""
+        requests, answers = scored
         model = (getattr(self.context, "manifest", None) or {}).get("model", {})
         out = []
-        for idx, (status, body) in enumerate(
-            responses(scored.requests, answers, model.get("modelName"), model.get("modelVersion"))
-        ):
+        rendered = self.service.render(requests, answers, model.get("modelName"), model.get("modelVersion"))
+        for idx, (status, body) in enumerate(rendered):
             self._set_header(idx, "content-type", "application/json")
-            self._set_header(idx, BATCH_SIZE_HEADER, str(len(scored.requests)))
+            self._set_header(idx, BATCH_SIZE_HEADER, str(len(requests)))
             if status != 200:
                 self._set_status(idx, status)
             out.append(body)
-        self._metric("QABatchSize", len(scored.requests))
-        self._metric("QAWindows", len(scored.features) if scored.features is not None else 0)
+        self._metric("QABatchSize", len(requests))
+        self._metric("QAWindows", self.service.last.windows)
         return out
 
     # --- context helpers (the unit tests' mock context may lack some of these) ----------------------
@@ -181,6 +144,14 @@ class QAHandler(BaseHandler):
             metrics.add_metric(name, value, "count", metric_type=MetricTypes.GAUGE)
         except Exception:  # metrics must never fail a batch
             logger.debug("could not emit metric %s", name, exc_info=True)
+
+
+def _row_body(row: Any) -> Any:
+    """The body of a TorchServe request row (``{"body": ...}`` or ``{"data": ...}``)."""
+    if isinstance(row, Mapping):
+        body = row.get("body")
+        return row.get("data") if body is None else body
+    return None
 
 
 def _torch_threads() -> int:

@@ -29,23 +29,11 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from qa_serving.core.backends import load_model, make_backend
 from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
-from qa_serving.core.answering import answer_stream
+from qa_serving.core.answering import Example, answer_stream
+from qa_serving.core.options import ALIASES, OPTIONS, PRECISION, parse_options
 
-# Stock pipeline argument -> QAConfig field.
-_ARG_TO_FIELD = {
-    "doc_stride": "doc_stride",
-    "max_seq_len": "max_length",
-    "max_question_len": "max_question_len",
-    "max_answer_len": "max_answer_len",
-    "handle_impossible_answer": "version_2",
-    "batch_size": "batch_size",
-    "max_padding": "max_padding",
-    "align_to_words": "align_to_words",
-    "n_best_size": "n_best_size",
-    "null_score_diff_threshold": "null_score_diff_threshold",
-    "span_scoring": "span_scoring",
-}
-_OTHER_ARGS = {"top_k", "topk", "progress", "num_workers", "padding"}
+# Pipeline-only arguments (not answer options): how a call runs, not what it answers.
+_CALL_ARGS = {"progress", "num_workers", "padding"}
 # Inputs read per chunk from a generator or dataset: results come back while the rest is unread.
 STREAM_CHUNK = 64
 
@@ -86,17 +74,15 @@ class CustomQAPipeline(Pipeline):
         self,
         *args,
         qa_config: QAConfig | None = None,
-        dtype_backend: str | None = None,
         precision: str | None = None,
         **kwargs,
     ) -> None:
-        """``dtype_backend``: ``"fp32"``/``"bf16"``/``"fp16"`` to cast the PyTorch model; by default the
-        model keeps its dtype (``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16).
-        ``precision="auto"``: bf16 where the hardware runs it natively (avx512_bf16/AMX CPU, bf16 GPU),
-        else fp32, logged; opt-in, since it changes the numerics of the stock pipeline's fp32 default."""
-        if precision is not None and dtype_backend is not None:
-            raise QAError("pass precision= or dtype_backend=, not both")
-        dtype_backend = precision if precision is not None else dtype_backend
+        """``precision``: ``"fp32"``/``"bf16"``/``"fp16"`` casts the PyTorch model (by default it keeps its
+        dtype: ``pipeline("custom-qa", model=path, dtype=torch.bfloat16)`` runs bf16, as stock);
+        ``"auto"``: bf16 where the hardware runs it natively (avx512_bf16/AMX CPU, bf16 GPU), else fp32,
+        logged; opt-in, since it changes the numerics of the stock pipeline's fp32 default."""
+        if precision is not None:
+            PRECISION.check(precision)
         super().__init__(*args, **kwargs)
         if self.tokenizer is None or not getattr(self.tokenizer, "is_fast", False):
             raise QAError(
@@ -108,67 +94,58 @@ class CustomQAPipeline(Pipeline):
         )
         on_ort = hasattr(self.model, "session") or hasattr(self.model, "ov_config")  # ONNX Runtime / OpenVINO
         self.backend = make_backend(
-            self.model, device=None if on_ort else str(self.device), dtype=dtype_backend
+            self.model, device=None if on_ort else str(self.device), dtype=precision
         )
 
     def _sanitize_parameters(self, **kwargs):
-        unknown = set(kwargs) - set(_ARG_TO_FIELD) - _OTHER_ARGS
-        if unknown:
-            known = sorted(set(_ARG_TO_FIELD) | _OTHER_ARGS)
-            raise QAError(f"unknown custom-qa argument(s): {sorted(unknown)}; known: {known}")
-        return {}, {}, kwargs
-
-    def _settings(self, params: dict) -> tuple[QAConfig, int, int, bool]:
-        """``(config, top_k, stock batch size, progress)`` for one call."""
-        top_k = params.pop("top_k", None)
-        topk = params.pop("topk", None)
-        top_k = topk if top_k is None else top_k
-        top_k = 1 if top_k is None else top_k
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise QAError(f"top_k must be a positive integer, got {top_k!r}")
-        progress = bool(params.pop("progress", False))
-        params.pop("num_workers", None)
-        if params.pop("padding", None) not in (None, False, "do_not_pad", "longest"):
+        """Check options once, at construction and at each call (the stock routing point): every public
+        option of :mod:`qa_serving.core.options` under its name or alias, plus ``progress``/``padding``.
+        Construction-time options are stored by ``Pipeline.__init__`` and merged under call-time ones."""
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_ARGS}
+        if extra.get("padding") not in (None, False, "do_not_pad", "longest"):
             raise QAError("custom-qa pads windows itself: padding must be 'do_not_pad' (the default)")
-        if params.get("batch_size") is None and self._batch_size is not None:
-            params["batch_size"] = self._batch_size
-        stock_batch = params.get("batch_size") or 1
-        changes = {_ARG_TO_FIELD[k]: v for k, v in params.items() if v is not None}
-        base = self.qa_config
-        if "max_length" in changes and "doc_stride" not in changes:
-            # The stock default stride is min(max_seq_len // 2, 128); a saved stride stays where it fits.
-            fits = base.span_scoring == "squad" and base.doc_stride < changes["max_length"] // 2 + 1
-            changes["doc_stride"] = base.doc_stride if fits else min(changes["max_length"] // 2, 128)
         try:
-            config = base.replace(**changes)
-        except TypeError as err:
-            raise QAError(f"bad custom-qa argument: {err}") from None
-        return config, top_k, stock_batch, progress
+            options = parse_options(kwargs, where="custom-qa argument")
+        except QAError as err:
+            if "unknown" in str(err):
+                known = sorted({*ALIASES, *_CALL_ARGS})
+                raise QAError(f"unknown custom-qa argument(s): {sorted(set(kwargs) - set(ALIASES))}; "
+                              f"known: {known}") from None
+            raise
+        if "progress" in extra:
+            options["progress"] = bool(extra["progress"])
+        return {}, {}, options
+
+    def _settings(self, params: dict) -> tuple[QAConfig, dict, int, bool]:
+        """``(config, per-example options, stock batch size, progress)`` for one call."""
+        params = dict(params)
+        progress = params.pop("progress", False)
+        if "batch_size" not in params and self._batch_size is not None:
+            params["batch_size"] = OPTIONS["batch_size"].check(self._batch_size)
+        stock_batch = params.get("batch_size") or 1
+        per_example = {k: params.pop(k) for k in list(params) if OPTIONS[k].per_example}
+        config = self.qa_config.with_options(params)
+        return config, per_example, stock_batch, progress
 
     def __call__(self, *args, **kwargs):
         inputs = _parse_inputs(args, kwargs)
-        _, _, params = self._sanitize_parameters(**kwargs)
-        config, top_k, stock_batch, progress = self._settings(params)
+        _, _, call_params = self._sanitize_parameters(**kwargs)
+        params = {**self._postprocess_params, **call_params}  # call overrides construction, as stock
+        config, options, stock_batch, progress = self._settings(params)
         if isinstance(inputs, list):
-            predictions = self._answer(iter(inputs), config, top_k, stock_batch, 512, progress)
+            predictions = self._answer(iter(inputs), config, options, stock_batch, 512, progress)
             results = [_shape(p.answers) for p in predictions]
             return results[0] if len(results) == 1 else results
         # A generator or torch Dataset: an iterator of results, as the stock pipeline returns.
         return (
             _shape(p.answers)
-            for p in self._answer(inputs, config, top_k, stock_batch, STREAM_CHUNK, progress)
+            for p in self._answer(inputs, config, options, stock_batch, STREAM_CHUNK, progress)
         )
 
-    def _answer(self, items, config: QAConfig, top_k: int, stock_batch: int, chunk: int, progress: bool):
-        examples = (_normalize(item, i) for i, item in enumerate(items))
+    def _answer(self, items, config: QAConfig, options: dict, stock_batch: int, chunk: int, progress: bool):
+        examples = (Example(*_normalize(item, i), options) for i, item in enumerate(items))
         stream = answer_stream(
-            self.backend,
-            self.tokenizer,
-            examples,
-            config,
-            top_k=top_k,
-            chunk_size=chunk,
-            stock_batch_size=stock_batch,
+            self.backend, self.tokenizer, examples, config, chunk_size=chunk, stock_batch_size=stock_batch
         )
         return tqdm(stream, desc="questions", unit="q", disable=not progress)
 

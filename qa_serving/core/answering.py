@@ -1,23 +1,54 @@
-"""The inference path every caller shares: examples -> windows -> batches -> logits -> answers.
+"""The one core call: examples -> windows -> the padding the span-scoring mode needs -> batched forward
+passes -> answers.
 
-The pipeline, evaluation, the training-time evaluation, the exporter's parity check and the
-TorchServe handler all call :func:`answer` (or its two halves), so they cannot disagree.
+Every door calls :func:`answer` / :func:`answer_stream`: the pipeline (lists and lazy iterators), the
+served model (:mod:`qa_serving.serving.service`: TorchServe handler, KServe runtime), ``evaluate`` and
+``predict``, the training-time evaluation, the exporter's parity check and the quickstart. Each
+:class:`Example` carries its own per-example options (``top_k``, ``max_answer_len``,
+``handle_impossible_answer``, ...; :mod:`qa_serving.core.options`) over the call's :class:`QAConfig`.
+Nothing else orchestrates windows -> logits -> answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from qa_serving.core.batching import make_batch, plan_batches, unpad_logits
 from qa_serving.core.config import QAConfig
+from qa_serving.core.options import parse_options
 from qa_serving.errors import QAError
 from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from qa_serving.core.windowing import Features, prepare_features
 
 Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question about one context, with its own per-example options (checked, canonical names of
+    :data:`qa_serving.core.options.PER_EXAMPLE`; absent ones follow the call's :class:`QAConfig`).
+
+    Example: ``Example("Who?", "Ada did.", {"top_k": 2, "handle_impossible_answer": True})``.
+    """
+
+    question: str
+    context: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, question: str, context: str, **options: Any) -> Example:
+        """An example with options given under any public name or alias, checked."""
+        return cls(question, context, parse_options(options, per_example_only=True))
+
+
+def as_example(item: Example | tuple[str, str]) -> Example:
+    return item if isinstance(item, Example) else Example(*item)
+
 
 
 def window_logits(
@@ -81,7 +112,7 @@ def answers_from_logits(
     top_k: int = 1,
     padded_length: np.ndarray | None = None,
 ) -> list[Prediction]:
-    """Post-process window logits into one :class:`Prediction` per example.
+    """Post-process window logits into one :class:`Prediction` per example, all with ``config``'s options.
 
     ``padded_length`` (``"pipeline"`` mode): each window's length in the stock pipeline's batches
     (:func:`stock_padded_lengths`); by default its own length, i.e. the stock pipeline with batch_size 1.
@@ -116,7 +147,7 @@ def answers_from_logits(
             left_padding=context_first,
             top_k=top_k,
             max_answer_len=config.max_answer_len,
-            handle_impossible_answer=config.version_2,
+            handle_impossible_answer=config.handle_impossible_answer,
             align_to_words=config.align_to_words,
         )
     offsets = features.word_offsets if config.align_to_words else features.offsets
@@ -131,31 +162,65 @@ def answers_from_logits(
         n_best_size=config.n_best_size,
         max_answer_len=config.max_answer_len,
         top_k=top_k,
-        version_2=config.version_2,
+        version_2=config.handle_impossible_answer,
         null_score_diff_threshold=config.null_score_diff_threshold,
     )
+
+
+def answers_per_example(
+    examples: Sequence[Example],
+    features: Features,
+    starts: Sequence[np.ndarray],
+    ends: Sequence[np.ndarray],
+    config: QAConfig,
+    padded_length: np.ndarray | None = None,
+) -> list[Prediction]:
+    """One :class:`Prediction` per example, each with its own options over ``config``; examples that share
+    options are post-processed together (one call per distinct set of options)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(tuple(sorted(ex.options.items())), []).append(i)
+    out: list[Prediction | None] = [None] * len(examples)
+    for key, ids in groups.items():
+        options = dict(key)
+        top_k = options.pop("top_k", 1)
+        group_config = config.with_options(options) if options else config
+        subset, windows = features.select(ids)
+        padded = None if padded_length is None else np.asarray(padded_length)[windows]
+        predictions = answers_from_logits(
+            subset,
+            [starts[w] for w in windows],
+            [ends[w] for w in windows],
+            [examples[i].context for i in ids],
+            group_config,
+            top_k,
+            padded_length=padded,
+        )
+        counts = np.bincount(subset.example_index, minlength=len(ids))
+        for i, prediction, count in zip(ids, predictions, counts.tolist()):
+            prediction.windows = count
+            out[i] = prediction
+    return out  # type: ignore[return-value]
 
 
 def answer(
     backend: Backend,
     tokenizer,
-    questions: Sequence[str],
-    contexts: Sequence[str],
+    examples: Sequence[Example | tuple[str, str]],
     config: QAConfig | None = None,
     *,
-    top_k: int = 1,
     chunk_size: int = 512,
+    stock_batch_size: int = 1,
     progress: bool = False,
 ) -> list[Prediction]:
-    """Answers for many examples; windows of ``chunk_size`` examples at a time bound the memory.
+    """The one core call: answers for many examples, in order (see :func:`answer_stream`).
 
-    ``"pipeline"`` mode answers as the stock pipeline with ``batch_size=1``; see :func:`answer_stream`.
+    Example: ``answer(backend, tok, [Example("Who?", "Ada did.", {"top_k": 2})])[0].answers``.
     """
-    config = config or QAConfig()
-    bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
+    bar = tqdm(total=len(examples), desc="questions", unit="q", disable=not progress)
     out: list[Prediction] = []
     for prediction in answer_stream(
-        backend, tokenizer, zip(questions, contexts), config, top_k=top_k, chunk_size=chunk_size
+        backend, tokenizer, examples, config, chunk_size=chunk_size, stock_batch_size=stock_batch_size
     ):
         out.append(prediction)
         bar.update(1)
@@ -166,15 +231,15 @@ def answer(
 def answer_stream(
     backend: Backend,
     tokenizer,
-    examples: Iterable[tuple[str, str]],
+    examples: Iterable[Example | tuple[str, str]],
     config: QAConfig | None = None,
     *,
-    top_k: int = 1,
     chunk_size: int = 512,
     stock_batch_size: int = 1,
 ) -> Iterator[Prediction]:
-    """Answers for a stream of ``(question, context)``, yielded chunk by chunk while later examples are
-    still unread (memory: one chunk of windows).
+    """Answers for a stream of examples, yielded chunk by chunk while later examples are still unread
+    (memory: one chunk of windows): windows -> the padding the span-scoring mode needs -> batched forward
+    passes -> answers, each example with its own options (:class:`Example`) over ``config``.
 
     ``stock_batch_size`` (``"pipeline"`` mode): the ``batch_size`` of the stock pipeline to match. Its
     batches run across inputs and their padding can decide ties, so examples whose windows share a stock
@@ -182,8 +247,8 @@ def answer_stream(
     """
     config = config or QAConfig()
     stock = config.span_scoring == "pipeline"
-    source = iter(examples)
-    pending: list[tuple[str, str]] = []
+    source = (as_example(item) for item in examples)
+    pending: list[Example] = []
     position, carried = 0, 0  # where the next window sits in its stock batch; longest window before it
     want, exhausted = chunk_size, False
     while True:
@@ -195,8 +260,9 @@ def answer_stream(
                 pending.append(item)
         if not pending:
             return
-        qs, cs = [q for q, _ in pending], [c for _, c in pending]
-        features = prepare_features(tokenizer, qs, cs, config)
+        features = prepare_features(
+            tokenizer, [ex.question for ex in pending], [ex.context for ex in pending], config
+        )
         n_windows, n_done, padded = len(features), len(pending), None
         if stock:
             padded = stock_padded_lengths(features.lengths, stock_batch_size, position, carried)
@@ -214,31 +280,15 @@ def answer_stream(
             before = features.lengths[max(batch_start, 0) : first]
             next_carried = max(int(before.max()) if before.size else 0, carried if batch_start < 0 else 0)
             if first < n_windows:
-                features, padded = _first_windows(features, first), padded[:first]
+                features, _ = features.select(range(n_done))
+                padded = padded[:first]
             position, carried = next_position, next_carried
         left = stock and features.padding_side == "left"
         starts, ends = window_logits(backend, features, config, pad_lengths=padded if left else None)
-        yield from answers_from_logits(
-            features, starts, ends, cs[:n_done], config, top_k, padded_length=padded
-        )
+        yield from answers_per_example(pending[:n_done], features, starts, ends, config, padded_length=padded)
         pending, want = pending[n_done:], chunk_size
         if exhausted and not pending:
             return
 
 
 _END = object()
-
-
-def _first_windows(features: Features, n: int) -> Features:
-    """The first ``n`` windows of ``features`` (those of the examples answered now)."""
-    return Features(
-        input_ids=features.input_ids[:n],
-        token_type_ids=features.token_type_ids[:n] if features.token_type_ids is not None else None,
-        example_index=features.example_index[:n],
-        offsets=features.offsets[:n],
-        word_offsets=features.word_offsets[:n],
-        cls_index=features.cls_index[:n],
-        pad_token_id=features.pad_token_id,
-        padding_side=features.padding_side,
-        stock_offsets=features.stock_offsets[:n] if features.stock_offsets is not None else None,
-    )

@@ -1,7 +1,8 @@
 """Inference settings shared by training, evaluation, the pipeline, the exporter and the handler.
 
 Training saves a :class:`QAConfig` as ``qa_config.json`` next to the model; every other caller reads it
-back with :func:`QAConfig.from_model_dir`, so a served model answers exactly as it was evaluated.
+back with :func:`QAConfig.from_model_dir`, so a served model answers exactly as it was evaluated. Names,
+ranges and defaults come from the one table of public options (:mod:`qa_serving.core.options`).
 
 Two span-scoring modes (``span_scoring``), one implementation (:mod:`qa_serving.core.postprocess`):
 - ``"pipeline"``: exactly the stock ``pipeline("question-answering")`` (per-window probabilities, its
@@ -20,66 +21,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qa_serving.core.options import OPTIONS
 from qa_serving.errors import QAError
 
 CONFIG_NAME = "qa_config.json"
 SPAN_SCORING = ("pipeline", "squad")
+_BY_FIELD = {o.field: o for o in OPTIONS.values() if o.field is not None}
+_RENAMED = {"version_2": "handle_impossible_answer"}  # qa_config.json files saved before the rename
+
+
+def _option(name: str, mode: str = "squad") -> Any:
+    """A dataclass field whose default and help are the option table's row."""
+    option = OPTIONS[name]
+    return field(default=option.default_for(mode), metadata={"help": option.help})
 
 
 @dataclass
 class QAConfig:
     """Windowing and answer-extraction settings (the defaults are the SQuAD reference ones)."""
 
-    max_length: int = field(
-        default=384, metadata={"help": "Tokens per window (question + context + specials)."}
-    )
-    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by two consecutive windows."})
-    max_question_len: int = field(
-        default=64, metadata={"help": "Longer questions are cut to this many tokens."}
-    )
-    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates kept per window."})
-    max_answer_len: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
-    version_2: bool = field(default=False, metadata={"help": "SQuAD v2: allow the empty (no) answer."})
-    null_score_diff_threshold: float = field(
-        default=0.0, metadata={"help": "v2: answer '' when null score - best span score exceeds this."}
-    )
-    align_to_words: bool = field(
-        default=True, metadata={"help": "Widen answers to whole words (as the stock pipeline does)."}
-    )
-    batch_size: int = field(default=32, metadata={"help": "Windows per forward pass at inference."})
+    max_length: int = _option("max_seq_len")
+    doc_stride: int = _option("doc_stride")
+    max_question_len: int = _option("max_question_len")
+    n_best_size: int = _option("n_best_size")
+    max_answer_len: int = _option("max_answer_len")
+    handle_impossible_answer: bool = _option("handle_impossible_answer")
+    null_score_diff_threshold: float = _option("null_score_diff_threshold")
+    align_to_words: bool = _option("align_to_words")
+    batch_size: int = _option("batch_size")
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_length (fixed-shape backends)."}
     )
-    span_scoring: str = field(
-        default="squad",
-        metadata={
-            "help": "How spans are ranked: 'pipeline' (the stock question-answering pipeline, exactly) or "
-            "'squad' (the SQuAD reference: start+end logits across windows, n-best, null threshold)."
-        },
-    )
-    max_padding: float = field(
-        default=0.25,
-        metadata={
-            "help": "Dynamic padding: a window shorter than (1 - this) x the longest of its batch starts a new "
-            "batch, so padding is at most this share of a row (1: always fill batch_size)."
-        },
-    )
+    span_scoring: str = _option("span_scoring")
+    max_padding: float = _option("max_padding")
 
     def __post_init__(self) -> None:
-        ints = ("max_length", "doc_stride", "max_question_len", "n_best_size", "max_answer_len", "batch_size")
-        for name in ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise QAError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.max_padding, bool) or not 0.0 <= self.max_padding <= 1.0:
-            raise QAError(f"max_padding must be between 0 and 1, got {self.max_padding!r}")
+        for f in dataclasses.fields(self):
+            option = _BY_FIELD.get(f.name)
+            if option is not None:
+                setattr(self, f.name, option.check(getattr(self, f.name)))
         if self.doc_stride >= self.max_length:
             raise QAError(
-                f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})"
+                f"doc_stride ({self.doc_stride}) must be smaller than max_seq_len ({self.max_length})"
             )
-        if self.span_scoring not in SPAN_SCORING:
-            raise QAError(f"span_scoring must be 'pipeline' or 'squad', got {self.span_scoring!r}")
         # max_question_len is not checked against max_length: windowing cuts questions to what fits.
+
+    @property
+    def version_2(self) -> bool:
+        """The SQuAD v2 name of ``handle_impossible_answer`` (read-only)."""
+        return self.handle_impossible_answer
 
     @classmethod
     def stock(cls, model_max_length: int | None = None, **changes: Any) -> QAConfig:
@@ -89,19 +79,31 @@ class QAConfig:
         Example: ``QAConfig.stock(model_max_length=128)`` -> max_length 128, doc_stride 64.
         """
         max_length = changes.pop("max_length", None) or min(model_max_length or 384, 384)
-        doc_stride = changes.pop("doc_stride", None) or min(max_length // 2, 128)
-        base = cls(
-            span_scoring="pipeline",
-            max_length=max_length,
-            doc_stride=doc_stride,
-            max_question_len=64,
-            max_answer_len=15,
-        )
+        doc_stride = changes.pop("doc_stride", None) or stock_stride(max_length)
+        defaults = {o.field: o.default_for("pipeline") for o in _BY_FIELD.values()}
+        base = cls(**{**defaults, "max_length": max_length, "doc_stride": doc_stride})
         return base.replace(**changes)
 
     def replace(self, **changes: Any) -> QAConfig:
         """A copy with some fields changed; ``None`` values are ignored (handy for CLI/kwargs)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        changes = {_RENAMED.get(k, k): v for k, v in changes.items() if v is not None}
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise QAError(f"unknown QAConfig field(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def with_options(self, options: dict[str, Any]) -> QAConfig:
+        """A copy with checked public options applied (:func:`qa_serving.core.options.parse_options`).
+
+        A new ``max_seq_len`` without a ``doc_stride`` moves the stride as the stock pipeline does
+        (``min(max_seq_len // 2, 128)``), unless a saved ``"squad"`` stride still fits.
+        """
+        changes = {OPTIONS[n].field: v for n, v in options.items() if OPTIONS[n].field is not None}
+        if "max_length" in changes and "doc_stride" not in changes:
+            fits = self.span_scoring == "squad" and self.doc_stride < changes["max_length"] // 2 + 1
+            changes["doc_stride"] = self.doc_stride if fits else stock_stride(changes["max_length"])
+        return self.replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +116,7 @@ class QAConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QAConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {_RENAMED.get(k, k): v for k, v in data.items()}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
@@ -124,3 +127,8 @@ class QAConfig:
         if path is None or not path.is_file():
             return cls.stock(model_max_length)
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def stock_stride(max_length: int) -> int:
+    """The stock pipeline's default ``doc_stride`` for a window length: ``min(max_length // 2, 128)``."""
+    return min(max_length // 2, 128)

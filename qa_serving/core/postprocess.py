@@ -65,12 +65,13 @@ class Prediction:
     and score; maybe none in ``"pipeline"`` mode, as the stock pipeline). ``null_score_diff``: null score
     minus best span score (SQuAD v2 ``na_prob``; ``None`` without v2; in ``"pipeline"`` mode the
     difference of the stock scores). ``nbest``: the reference n-best (``"pipeline"`` mode: the answers
-    as candidates, score = stock score).
+    as candidates, score = stock score). ``windows``: the example's window count.
     """
 
     answers: list[dict]
     null_score_diff: float | None
     nbest: list[Candidate]
+    windows: int = 0  # how many windows the example was read in (set by the core call)
 
     @property
     def text(self) -> str:

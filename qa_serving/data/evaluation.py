@@ -41,7 +41,7 @@ def pick_metric(metric: str, config: QAConfig, source: str | Path | None = None)
         if metric not in METRICS:
             raise QAError(f"metric must be one of {METRICS} or 'auto', got {metric!r}")
         return metric
-    if config.version_2:
+    if config.handle_impossible_answer:
         return "squad_v2"
     if source is not None and "korquad" in str(source).lower():
         return "korquad"
@@ -91,7 +91,7 @@ def evaluate(
     metric = pick_metric(metric, config, source)
     started = time.perf_counter()
     predictions = answer(
-        backend, tokenizer, list(dataset["question"]), list(dataset["context"]), config, progress=progress
+        backend, tokenizer, list(zip(dataset["question"], dataset["context"])), config, progress=progress
     )
     seconds = time.perf_counter() - started
     result = evaluate_predictions(dataset, predictions, metric, config)

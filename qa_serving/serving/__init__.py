@@ -1,6 +1,6 @@
 """TorchServe deployment: model archives (:mod:`.archive`), the one table of their settings
 (:mod:`.settings`) and the server's lifecycle (:mod:`.server`). The ``qa-serving archive | serve``
-commands live in :mod:`qa_serving.cli.serve`; the request protocol in :mod:`qa_serving.serving.protocol`.
+commands live in :mod:`qa_serving.cli.serve`; the request model in :mod:`qa_serving.serving.request`, its envelopes in ``json_api`` / ``v2_api``, and the loaded model every server adapts in :mod:`qa_serving.serving.service`.
 """
 
 from __future__ import annotations

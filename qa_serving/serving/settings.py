@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from qa_serving.core.options import PRECISIONS
 from qa_serving.errors import QAError
 
 
@@ -49,7 +50,7 @@ class Setting:
             return list(value)
         if self.choices is not None:
             if value not in self.choices:
-                raise QAError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
+                raise QAError(f"{self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
             return value
         if (
             not isinstance(value, int)
@@ -80,6 +81,31 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "startup_timeout_s", ("startupTimeout",), 120, "s a worker may take to load the model", low=1
         ),
+        # --- overload and shutdown: TorchServe reads jobQueueSize; the KServe runtime reads all three ---
+        Setting(
+            "job_queue_size",
+            ("jobQueueSize",),
+            100,
+            "requests waiting per model; more get 503 + Retry-After at once",
+            low=1,
+        ),
+        Setting(
+            "deadline_s",
+            ("deadline_s",),
+            150,
+            "s a request may take, queue + compute, before a 504 (KServe runtime; the gateway's --deadline)",
+            low=1,
+            archive=False,
+        ),
+        Setting(
+            "grace_s",
+            ("grace_s",),
+            25,
+            "s after SIGTERM to finish the requests already taken (KServe runtime; keep it under the pod's "
+            "terminationGracePeriodSeconds)",
+            low=1,
+            archive=False,
+        ),
         Setting(
             "gpu_ids",
             ("deviceIds",),
@@ -94,19 +120,19 @@ SETTINGS: dict[str, Setting] = {
             "backend",
             ("handler", "backend"),
             "torch",
-            "backend the workers use (openvino: the archive's openvino/ IR, else converted at load)",
+            "backend the workers use (openvino: the archived IR folder, or a PyTorch model converted at load)",
             kind=str,
             choices=("torch", "onnx", "openvino"),
             env="QA_BACKEND",
         ),
         Setting(
-            "dtype",
-            ("handler", "dtype"),
+            "precision",
+            ("handler", "precision"),
             "fp32",
             "torch/OpenVINO precision (fp16: GPU only; auto: bf16 where the hardware has it, logged)",
             kind=str,
-            choices=("fp32", "fp16", "bf16", "auto"),
-            env="QA_DTYPE",
+            choices=PRECISIONS,
+            env="QA_PRECISION",
         ),
         Setting(
             "device",
@@ -216,7 +242,7 @@ class HandlerSettings:
     """The ``handler:`` section of model-config.yaml; each field can be overridden by its env var."""
 
     backend: str = _handler_default("backend")
-    dtype: str = _handler_default("dtype")
+    precision: str = _handler_default("precision")
     device: str = _handler_default("device")
     max_context_chars: int = _handler_default("max_context_chars")
     max_examples: int = _handler_default("max_examples")

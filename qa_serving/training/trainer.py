@@ -68,7 +68,9 @@ class TrainConfig:
     doc_stride: int = field(default=128, metadata={"help": "Overlap of consecutive windows, in tokens."})
     max_question_len: int = field(default=64, metadata={"help": "Questions are cut to this many tokens."})
     max_answer_len: int = field(default=30, metadata={"help": "Longest answer, in tokens, at evaluation."})
-    version_2: bool = field(default=False, metadata={"help": "SQuAD v2: learn and predict 'no answer'."})
+    handle_impossible_answer: bool = field(
+        default=False, metadata={"help": "SQuAD v2: learn and predict 'no answer' (the empty answer)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N questions."})
     metric: str = field(default="auto", metadata={"help": "squad|squad_v2|korquad|auto."})
@@ -146,7 +148,7 @@ class TrainConfig:
             doc_stride=self.doc_stride,
             max_question_len=self.max_question_len,
             max_answer_len=self.max_answer_len,
-            version_2=self.version_2,
+            handle_impossible_answer=self.handle_impossible_answer,
             batch_size=self.eval_batch_size,
             align_to_words=align,
         )
@@ -499,7 +501,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     final = evaluate(
         TorchBackend(served), tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
     )
-    if qa_config.version_2 and "best_f1_thresh" in final.metrics:
+    if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
     qa_config.save(out)

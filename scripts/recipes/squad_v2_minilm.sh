@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SQuAD v2.0 with a real pretrained encoder: fine-tune all-MiniLM-L6-v2 with --version-2 (unanswerable
+# SQuAD v2.0 with a real pretrained encoder: fine-tune all-MiniLM-L6-v2 with --handle-impossible-answer (unanswerable
 # questions labelled at [CLS]) on the training articles of squad-v2.0-dev.part-a.json, then score the
 # held-out articles with our pipeline and with the official evaluate-v2.0.py. See docs/real-data.md.
 #
@@ -40,8 +40,8 @@ else
   write_eval_split "$DATA" "$OUT/eval.json" 2.0 "$MAX_EVAL"
 fi
 
-echo "== train (--version-2): $MODEL, $EPOCHS epochs, lr $LR, budget $BUDGET min -> $OUT/model"
-train "$OUT/train.log" --model "$MODEL" "${SOURCE[@]}" --version-2 --output-dir "$OUT/model" --resume \
+echo "== train (--handle-impossible-answer): $MODEL, $EPOCHS epochs, lr $LR, budget $BUDGET min -> $OUT/model"
+train "$OUT/train.log" --model "$MODEL" "${SOURCE[@]}" --handle-impossible-answer --output-dir "$OUT/model" --resume \
   --max-length 256 --doc-stride 128 --batch-size 16 --epochs "$EPOCHS" --learning-rate "$LR" \
   --budget-minutes "$BUDGET" --eval-batch-size 64 --no-progress "${LIMITS[@]}"
 THRESH=$(python -c "import sys; from qa_serving.core.config import QAConfig; \

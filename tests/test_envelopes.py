@@ -1,5 +1,6 @@
-"""The request protocol (:mod:`qa_serving.serving.protocol`) without TorchServe: bodies, validation, KServe v2 in
-and out, per-request errors, the nesting guard, and answers grouped by per-request settings."""
+"""The request model and its envelopes (:mod:`qa_serving.serving.request`, ``json_api``, ``v2_api``,
+``service.parse_request``/``render``) without TorchServe: bodies, validation, KServe v2 in and out,
+per-request errors, the nesting guard; and the core call's per-example options."""
 
 from __future__ import annotations
 
@@ -9,24 +10,30 @@ import numpy as np
 import pytest
 
 from qa_serving.core.config import QAConfig
-from qa_serving.serving.protocol import (
-    MAX_DEPTH,
-    Request,
-    RequestError,
-    V2Request,
-    answer_examples,
-    flatten,
-    nesting_depth,
-    parse_body,
-    parse_row,
-    parse_v2_request,
-    request_body,
-    responses,
-    v2_response,
-)
+from qa_serving.serving.json_api import parse_json, render_json
+from qa_serving.serving.request import MAX_DEPTH, Limits, Request, RequestError, nesting_depth, request_body
+from qa_serving.serving.service import parse_request, render
 from qa_serving.serving.settings import HandlerSettings
+from qa_serving.serving.v2_api import V2Request, flatten, parse_v2, render_v2
 
 SETTINGS = HandlerSettings(max_examples=4, max_context_chars=2000)
+LIMITS = Limits.of(SETTINGS)
+
+
+def parse_row(row: dict, *_):
+    """A TorchServe row, parsed as the handler does (never raises)."""
+    body = row.get("body")
+    return parse_request(row.get("data") if body is None else body, LIMITS)
+
+
+def parse_body(body, *_):
+    request = parse_json(body, LIMITS)
+    return request.examples, request.single
+
+
+def parse_v2_request(body, *_):
+    request = parse_v2(body, LIMITS)
+    return request.examples, request.v2
 
 
 def v2_body(questions: list, contexts: list, **extra) -> dict:
@@ -101,7 +108,7 @@ def test_nesting_depth_and_flatten_need_no_recursion():
 
 def test_plain_json_bodies_and_their_limits():
     examples, single = parse_body({"question": "Who?", "context": "Ada.", "top_k": 2}, SETTINGS, QAConfig())
-    assert single and examples[0].top_k == 2 and examples[0].max_answer_len == QAConfig().max_answer_len
+    assert single and examples[0].options == {"top_k": 2}  # the rest follows the model's QAConfig
     examples, single = parse_body([{"question": "q", "context": "c"}] * 2, SETTINGS, QAConfig())
     assert not single and len(examples) == 2
     cases = [
@@ -109,8 +116,8 @@ def test_plain_json_bodies_and_their_limits():
         ([{"question": "q", "context": "c"}] * 5, 413, "limit is 4"),
         ({"question": "q", "context": "c" * 2001}, 413, "limit is 2000"),
         ({"question": "q"}, 400, "missing 'context'"),
-        ({"question": "q", "context": "c", "topk": 1}, 400, "unknown field"),
-        ({"question": "q", "context": "c", "top_k": 0}, 400, "'top_k' must be an integer"),
+        ({"question": "q", "context": "c", "tpk": 1}, 400, "unknown field"),
+        ({"question": "q", "context": "c", "top_k": 0}, 400, "top_k must be an integer from 1 to 1000, got 0"),
         ({"question": "q", "context": "c", "handle_impossible_answer": "yes"}, 400, "true or false"),
         (
             [{"question": "q", "context": "c"}, {"question": 1, "context": "c"}],
@@ -126,12 +133,12 @@ def test_plain_json_bodies_and_their_limits():
 
 
 def test_an_unexpected_failure_is_a_500_for_that_request_only(monkeypatch):
-    from qa_serving.serving import protocol
+    from qa_serving.serving import service
 
     def boom(*args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(protocol, "parse_body", boom)
+    monkeypatch.setattr(service, "parse_json", boom)
     request = parse_row({"body": {"question": "q", "context": "c"}}, SETTINGS, QAConfig())
     assert request.error.status == 500 and "surprise" in str(request.error)
 
@@ -149,7 +156,8 @@ V2_BAD = [
      400, "does not match"),
     (v2_body(["q"], [""]), 400, "example 0: 'context' is empty"),
     (v2_body(["q"], [7]), 400, "'context' must be a string"),
-    (v2_body(["q"], ["c"], parameters={"top_k": 3}), 400, "use the JSON API"),
+    (v2_body(["q"], ["c"], parameters={"top_k": 0}), 400, "top_k must be an integer from 1 to 1000, got 0"),
+    (v2_body(["q"], ["c"], parameters={"max_seq_len": 64}), 400, "unknown option"),
     (v2_body(["q"], ["c"], outputs=[{"name": "logits"}]), 400, "'outputs' may ask for"),
     (v2_body(["q"], ["c"], extra=1), 400, "unknown field"),
     (v2_body(["q"] * 5, ["c"] * 5), 413, "limit is 4"),
@@ -169,14 +177,15 @@ def test_v2_parsing_and_response_shapes():
                    parameters={"max_answer_len": 5}, outputs=[{"name": "answer"}, {"name": "start"}])  # fmt: skip
     body["inputs"][0]["shape"] = body["inputs"][1]["shape"] = [2, 1]  # nested data of shape [2, 1]
     examples, request = parse_v2_request(body, HandlerSettings(), QAConfig())
-    assert [(e.question, e.context, e.max_answer_len, e.top_k) for e in examples] == [
-        ("Who?", "Ada did it.", 5, 1), ("Where?", "In Paris.", 5, 1)]  # fmt: skip
+    assert [(e.question, e.context, e.options) for e in examples] == [
+        ("Who?", "Ada did it.", {"max_answer_len": 5}), ("Where?", "In Paris.", {"max_answer_len": 5})]  # fmt: skip
     assert request == V2Request("r1", ("answer", "start"))
     answers = [
         {"answer": "Ada", "score": 0.9, "start": 0, "end": 3},
         {"answer": "", "score": 1, "start": 0, "end": 0},
     ]
-    assert v2_response(answers, request, "qa", "1.0") == {
+    v2 = Request(examples=examples, single=False, envelope="v2", v2=request)
+    assert render_v2(v2, [[a] for a in answers], "qa", "1.0") == {
         "id": "r1", "model_name": "qa", "model_version": "1.0",
         "outputs": [{"name": "answer", "datatype": "BYTES", "shape": [2], "data": ["Ada", ""]},
                     {"name": "start", "datatype": "INT64", "shape": [2], "data": [0, 0]}],
@@ -195,20 +204,31 @@ def test_responses_map_answers_back_to_requests_in_order():
     ]
     requests = [parse_row(row, SETTINGS, QAConfig()) for row in rows]
     answers = [{"answer": f"a{i}", "score": 0.5, "start": 0, "end": 2} for i in (1, 2, 3, 4)]
-    out = responses(requests, answers, "qa", "1.0")
+    per_request = [[[answers[0]]], [], [[answers[1]], [answers[2]]], [[answers[3]]]]
+    out = render(requests, per_request, "qa", "1.0")
     assert [status for status, _ in out] == [200, 400, 200, 200]
     assert out[0][1] == answers[0]
     assert out[1][1]["status"] == 400 and "not valid JSON" in out[1][1]["error"]
     assert out[2][1] == answers[1:3]
     assert out[3][1]["id"] == "x" and out[3][1]["outputs"][0]["data"] == ["a4"]
-    assert responses([Request(error=RequestError(413, "big"))], []) == [
+    assert render([Request(error=RequestError(413, "big"))], [[]]) == [
         (413, {"error": "big", "status": 413})
     ]
 
 
-def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tokenizer):
-    """Examples with different top_k / max_answer_len are answered as if each were alone."""
-    from qa_serving.core.answering import answers_from_logits
+def test_v2_top_k_gives_n_by_k_outputs_filled_with_the_empty_answer():
+    examples, request = parse_v2_request(v2_body(["q1", "q2"], ["c1", "c2"], parameters={"topk": 2}))
+    assert request.top_k == 2 and all(e.options == {"top_k": 2} for e in examples)
+    v2 = Request(examples=examples, single=False, envelope="v2", v2=request)
+    ada = {"answer": "Ada", "score": 0.5, "start": 0, "end": 3}
+    out = render_v2(v2, [[ada, ada], [ada]], None, None)["outputs"]
+    assert out[0] == {"name": "answer", "datatype": "BYTES", "shape": [2, 2], "data": ["Ada", "Ada", "Ada", ""]}
+
+
+def test_answers_with_per_example_options_match_one_call_per_example(tiny_tokenizer):
+    """The core call: examples with different top_k / max_answer_len / handle_impossible_answer in one call
+    are answered as if each were alone with its options as the call's config."""
+    from qa_serving.core.answering import answers_from_logits, answers_per_example
     from qa_serving.core.windowing import prepare_features
 
     config = QAConfig(max_length=48, doc_stride=16, max_question_len=8)
@@ -216,47 +236,32 @@ def test_answers_grouped_by_request_settings_match_one_call_per_example(tiny_tok
         {"question": "Who wrote Hamlet?", "context": "Shakespeare wrote Hamlet in 1600.", "top_k": 3},
         {"question": "Where?", "context": "The dog slept in the garden near the old oak tree. " * 3},
         {"question": "When?", "context": "Curie won in 1903.", "max_answer_len": 2},
+        {"question": "Why?", "context": "Curie won in 1903.", "handle_impossible_answer": True, "top_k": 2},
     ]
-    examples = [parse_body(row, SETTINGS, config)[0][0] for row in rows]
+    examples = [parse_body(row)[0][0] for row in rows]
     features = prepare_features(tiny_tokenizer, [e.question for e in examples], [e.context for e in examples],
                                 config)  # fmt: skip
     rng = np.random.default_rng(0)
     starts = [rng.normal(size=len(ids)).astype(np.float32) * 5 for ids in features.input_ids]
     ends = [rng.normal(size=len(ids)).astype(np.float32) * 5 for ids in features.input_ids]
-    got = answer_examples(examples, features, starts, ends, config)
+    got = answers_per_example(examples, features, starts, ends, config)
     for i, ex in enumerate(examples):
         alone = prepare_features(tiny_tokenizer, [ex.question], [ex.context], config)
         windows = np.flatnonzero(features.example_index == i)
-        one_config = config.replace(max_answer_len=ex.max_answer_len)
+        options = dict(ex.options)
+        top_k = options.pop("top_k", 1)
         [pred] = answers_from_logits(alone, [starts[w] for w in windows], [ends[w] for w in windows],
-                                     [ex.context], one_config, top_k=ex.top_k)  # fmt: skip
-        assert got[i] == (pred.answers[0] if ex.top_k == 1 else pred.answers)
+                                     [ex.context], config.with_options(options), top_k=top_k)  # fmt: skip
+        assert got[i].answers == pred.answers and got[i].windows == len(windows)
 
 
-def test_a_question_with_no_surviving_span_gets_the_empty_answer(tiny_tokenizer, monkeypatch):
+def test_a_question_with_no_surviving_span_gets_the_empty_answer():
     """'pipeline' mode can leave an example without answers (the stock pipeline returns [] then): a served
     top_k=1 request still gets one answer dict, not an IndexError that fails the whole batch."""
-    from qa_serving.core import answering as inference
-    from qa_serving.core.postprocess import Prediction
-    from qa_serving.core.windowing import prepare_features
-
-    config = QAConfig(max_length=48, doc_stride=16, max_question_len=8)
-    rows = [
-        {"question": "Who?", "context": "Ada Park founded Acme."},
-        {"question": "Who?", "context": "Ada.", "top_k": 2},
-    ]
-    examples = [parse_body(row, SETTINGS, config)[0][0] for row in rows]
-    features = prepare_features(
-        tiny_tokenizer, [e.question for e in examples], [e.context for e in examples], config
-    )
-    logits = [np.zeros(len(ids), dtype=np.float32) for ids in features.input_ids]
-    monkeypatch.setattr(
-        inference,
-        "answers_from_logits",
-        lambda subset, s, e, contexts, *a, **k: [Prediction([], None, [])] * len(contexts),
-    )
-    got = answer_examples(examples, features, logits, logits, config)
-    assert got == [{"answer": "", "score": 0.0, "start": 0, "end": 0}, []]
+    examples = [parse_body(row)[0][0] for row in (
+        {"question": "Who?", "context": "Ada Park founded Acme."}, {"question": "Who?", "context": "Ada.", "top_k": 2})]
+    request = Request(examples=examples, single=False)
+    assert render_json(request, [[], []]) == [{"answer": "", "score": 0.0, "start": 0, "end": 0}, []]
 
 
 def test_pipeline_scoring_of_features_without_stock_offsets_is_a_clear_error(tiny_tokenizer):

@@ -1,0 +1,146 @@
+"""The Open Inference Protocol (KServe v2) envelope: BYTES inputs ``question`` and ``context`` of n strings
+each (shape ``[n]``, or nested lists of that shape), optional ``parameters`` (the per-example options of
+the one options table, for all n examples), optional ``outputs`` (a subset of answer, score, start, end).
+The response has one tensor per output: shape ``[n]``, or ``[n, top_k]`` when ``top_k > 1`` (rows with
+fewer answers are filled with the empty answer, score 0).
+
+TorchServe routes ``POST /v2/models/<name>/infer`` to the handler like ``/predictions/<name>``; the body is
+recognised by its ``"inputs"`` key (never a field of the JSON envelope). Parsed here rather than by
+TorchServe's kservev2 envelope, which reads only the first request of a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qa_serving.core.options import PER_EXAMPLE
+from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
+
+V2_OUTPUTS = {"answer": "BYTES", "score": "FP32", "start": "INT64", "end": "INT64"}
+EMPTY = {"answer": "", "score": 0.0, "start": 0, "end": 0}
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """What a v2 response needs from its request: the request id, the outputs asked for, ``top_k``."""
+
+    id: Any = None
+    outputs: tuple[str, ...] = tuple(V2_OUTPUTS)
+    top_k: int = 1
+
+
+def is_v2_body(body: Any) -> bool:
+    return isinstance(body, Mapping) and "inputs" in body
+
+
+def parse_v2(body: Mapping, limits: Limits) -> Request:
+    """An inference request of the Open Inference Protocol -> its :class:`Request` (or a RequestError).
+
+    Example: ``{"inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": ["Who?"]},
+    {"name": "context", "datatype": "BYTES", "shape": [1], "data": ["Ada did."]}]}`` -> one example.
+    """
+    unknown = sorted(set(body) - {"id", "inputs", "outputs", "parameters"})
+    if unknown:
+        raise RequestError(400, f"unknown field(s) {unknown} in a v2 inference request")
+    tensors = _input_tensors(body["inputs"])
+    questions, contexts = tensors["question"], tensors["context"]
+    if len(questions) != len(contexts) or not questions:
+        raise RequestError(
+            400, f"'question' and 'context' must hold the same number (>= 1) of strings, got "
+            f"{len(questions)} and {len(contexts)}",
+        )  # fmt: skip
+    check_count(len(questions), limits)
+    params = body.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        raise RequestError(400, f"'parameters' must be an object of options {list(PER_EXAMPLE)}, got {params!r}")
+    outputs = body.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
+    names = (
+        [o.get("name") if isinstance(o, Mapping) else None for o in outputs]
+        if isinstance(outputs, list)
+        else [None]
+    )
+    if not names or any(n not in V2_OUTPUTS for n in names):
+        raise RequestError(400, f"'outputs' may ask for {list(V2_OUTPUTS)}, got {outputs!r}")
+    examples = []
+    for i, (question, context) in enumerate(zip(questions, contexts)):
+        try:
+            examples.append(make_example(question, context, params, limits))
+        except RequestError as err:
+            raise RequestError(err.status, f"example {i}: {err}") from None
+    top_k = examples[0].options.get("top_k", 1)
+    return Request(examples=examples, single=False, envelope="v2", v2=V2Request(body.get("id"), tuple(names), top_k))
+
+
+def _input_tensors(inputs: Any) -> dict[str, list]:
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError(400, "'inputs' must be a non-empty list of tensors {name, datatype, shape, data}")
+    tensors: dict[str, list] = {}
+    for i, tensor in enumerate(inputs):
+        name = tensor.get("name") if isinstance(tensor, Mapping) else None
+        if name not in ("question", "context"):
+            raise RequestError(400, f"inputs[{i}]: expected tensors named 'question' and 'context', got {name!r}")
+        if name in tensors:
+            raise RequestError(400, f"input {name!r} given twice")
+        if tensor.get("datatype") != "BYTES":
+            raise RequestError(400, f"input {name!r}: datatype must be BYTES, got {tensor.get('datatype')!r}")
+        data, shape = tensor.get("data"), tensor.get("shape")
+        data = flatten(data) if isinstance(data, list) else None
+        if data is None:
+            raise RequestError(400, f"input {name!r}: 'data' must be a list of strings")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)) or (
+            math.prod(shape) != len(data)
+        ):
+            raise RequestError(400, f"input {name!r}: shape {shape!r} does not match its {len(data)} strings")
+        tensors[name] = [_text(d) for d in data]
+    if len(tensors) != 2:
+        raise RequestError(400, f"missing input {({'question', 'context'} - set(tensors)).pop()!r}")
+    return tensors
+
+
+def _text(value: Any) -> Any:
+    """v2 BYTES elements may arrive as bytes (gRPC); strings are checked later by the request model."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(400, "a BYTES element is not valid UTF-8") from None
+    return value
+
+
+def flatten(data: list) -> list:
+    """Row-major flattening of nested lists (v2 data may be given as nested lists of the tensor's shape).
+
+    Iterative, so a deep body cannot exhaust recursion. Example: ``flatten([["a", "b"], ["c"]])`` -> a, b, c.
+    """
+    out, stack = [], [iter(data)]
+    while stack:
+        item = next(stack[-1], stack)  # the stack itself marks an exhausted iterator
+        if item is stack:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            out.append(item)
+    return out
+
+
+def render_v2(
+    request: Request, answers: Sequence[list[dict]], model_name: str | None, model_version: str | None
+) -> dict:
+    """An Open Inference Protocol response: one tensor per output, in example order."""
+    v2: V2Request = request.v2
+    k = v2.top_k
+    rows = [(list(a) + [EMPTY] * k)[:k] for a in answers]
+    cast = {"BYTES": str, "FP32": float, "INT64": int}
+    outputs = []
+    for name in v2.outputs:
+        kind = V2_OUTPUTS[name]
+        values = [[cast[kind](a[name]) for a in row] for row in rows]
+        data = [x for row in values for x in row]  # row-major, as the protocol's flat form
+        shape = [len(rows)] if k == 1 else [len(rows), k]
+        outputs.append({"name": name, "datatype": kind, "shape": shape, "data": data})
+    response = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
+    return {"id": v2.id, **response} if v2.id is not None else response
