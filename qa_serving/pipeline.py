@@ -11,7 +11,9 @@ exported ONNX folder loads on ONNX Runtime (``backend="onnx"`` forces it).
 Answers follow the model's ``span_scoring`` (:mod:`qa_serving.core.config`): a model without qa_config.json
 (e.g. from the hub) runs in ``"pipeline"`` mode with the stock defaults and returns exactly the stock
 pipeline's answers, scores and list shapes (``batch_size`` included: the stock batches pad windows, and
-padding can decide ties); a model trained here runs in ``"squad"`` mode, as it was evaluated. Known
+padding can decide ties); a model trained here runs in ``"squad"`` mode, as it was evaluated. A model with
+a calibrator (``qa_calibrator.json``, :mod:`qa_serving.core.calibration`) adds ``probability`` to every
+answer and honours ``min_probability``; ``passages=[...]`` answers one question over several passages. Known
 difference: the stock pipeline fails when a question leaves no more than ``doc_stride`` context tokens in
 a window (a tokenizer panic); we cut the question to fit.
 """
@@ -143,7 +145,7 @@ class CustomQAPipeline(Pipeline):
         )
 
     def _answer(self, items, config: QAConfig, options: dict, stock_batch: int, chunk: int, progress: bool):
-        examples = (Example(*_normalize(item, i), options) for i, item in enumerate(items))
+        examples = (_example(*_normalize(item, i), options) for i, item in enumerate(items))
         stream = answer_stream(
             self.backend, self.tokenizer, examples, config, chunk_size=chunk, stock_batch_size=stock_batch
         )
@@ -160,21 +162,35 @@ class CustomQAPipeline(Pipeline):
         raise NotImplementedError
 
 
+def _example(question: str, context: str, passages: tuple[str, ...] | None, options: dict) -> Example:
+    return Example(question, context, options, passages)
+
+
 def _shape(answers: list[dict]) -> dict | list[dict]:
     """The stock pipeline's result shape: one answer -> the dict, otherwise the list (maybe empty)."""
     return answers[0] if len(answers) == 1 else answers
 
 
-def _normalize(item, i: int) -> tuple[str, str]:
-    """``(question, context)`` from a dict or ``SquadExample`` (checked again by windowing)."""
+def _normalize(item, i: int) -> tuple[str, str, tuple[str, ...] | None]:
+    """``(question, context, passages)`` from a dict or ``SquadExample`` (checked again by windowing); a
+    dict ``{"question", "passages": [...]}`` asks one question over several passages."""
     if isinstance(item, SquadExample):
-        return item.question_text, item.context_text
+        return item.question_text, item.context_text, None
     if not isinstance(item, dict):
         raise QAError(
             f"input {i}: expected a dict {{'question', 'context'}} or a SquadExample, got {type(item).__name__}"
         )
+    if "passages" in item:
+        if "context" in item:
+            raise QAError(f"input {i}: give 'context' or 'passages', not both")
+        passages = item["passages"]
+        if isinstance(passages, str) or not isinstance(passages, (list, tuple)):
+            raise QAError(f"input {i}: passages must be a list of strings")
+        if "question" not in item:
+            raise QAError(f"input {i}: every input dict needs 'question'")
+        return item["question"], "", tuple(passages)
     try:
-        return item["question"], item["context"]
+        return item["question"], item["context"], None
     except KeyError as err:
         raise QAError(f"input {i}: every input dict needs 'question' and 'context' (missing {err})") from None
 
@@ -200,7 +216,9 @@ def _parse_inputs(args: tuple, kwargs: dict) -> list | Iterator:
 
     Positional: one input (dict, SquadExample, list, generator, dataset), ``(question, context)`` strings,
     or several items; ``X=``/``data=``; ``question=``/``context=`` (a string or lists; one question over
-    several contexts too). Items are dicts with "question" and "context" or ``SquadExample`` objects.
+    several contexts too); ``question=``/``passages=`` (one question over several passages, answered as
+    one: a single ranked list, each answer with its ``passage``). Items are dicts with "question" and
+    "context" (or "passages") or ``SquadExample`` objects.
     """
     if args:
         if "question" in kwargs or "context" in kwargs:
@@ -209,6 +227,13 @@ def _parse_inputs(args: tuple, kwargs: dict) -> list | Iterator:
             inputs = [{"question": args[0], "context": args[1]}]
         else:
             inputs = args[0] if len(args) == 1 else list(args)
+    elif "passages" in kwargs:
+        if "context" in kwargs:
+            raise QAError("pass context= or passages=, not both")
+        q, passages = kwargs.pop("question", None), kwargs.pop("passages")
+        if not isinstance(q, str):
+            raise QAError("passages= goes with one question= string")
+        inputs = [{"question": q, "passages": passages}]
     elif "X" in kwargs or "data" in kwargs:
         inputs = kwargs.pop("X") if "X" in kwargs else kwargs.pop("data")
     elif "question" in kwargs and "context" in kwargs:

@@ -11,6 +11,7 @@ Nothing else orchestrates windows -> logits -> answers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +19,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from qa_serving.core.batching import make_batch, plan_batches, unpad_logits
+from qa_serving.core.batching import iter_batches, make_batch, plan_batches, unpad_logits
+from qa_serving.core.calibration import Calibrator, calibrate_prediction
 from qa_serving.core.config import QAConfig
 from qa_serving.core.options import parse_options
 from qa_serving.errors import QAError
 from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from qa_serving.core.windowing import Features, prepare_features
+
+logger = logging.getLogger(__name__)
 
 Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
@@ -33,22 +37,62 @@ class Example:
     """One question about one context, with its own per-example options (checked, canonical names of
     :data:`qa_serving.core.options.PER_EXAMPLE`; absent ones follow the call's :class:`QAConfig`).
 
-    Example: ``Example("Who?", "Ada did.", {"top_k": 2, "handle_impossible_answer": True})``.
+    ``passages``: several passages for the question instead of one ``context`` (then ignored): their
+    windows are more windows of the one question, and each answer says which passage it is in.
+    Example: ``Example("Who?", "Ada did.", {"top_k": 2, "handle_impossible_answer": True})``;
+    ``Example("Who?", "", {}, ("Ada did.", "Bob did not."))``.
     """
 
     question: str
     context: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    passages: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.passages is not None:
+            if isinstance(self.passages, str) or not all(isinstance(p, str) for p in self.passages):
+                raise QAError("passages must be a list of strings")
+            if not self.passages:
+                raise QAError("passages is empty: give at least one passage")
+            object.__setattr__(self, "passages", tuple(self.passages))
+
+    @property
+    def text(self) -> str | tuple[str, ...]:
+        """The context, or the passages: what answers' ``start``/``end`` index into."""
+        return self.passages if self.passages is not None else self.context
 
     @classmethod
-    def make(cls, question: str, context: str, **options: Any) -> Example:
+    def make(
+        cls, question: str, context: str = "", passages: Sequence[str] | None = None, **options: Any
+    ) -> Example:
         """An example with options given under any public name or alias, checked."""
-        return cls(question, context, parse_options(options, per_example_only=True))
+        passages = tuple(passages) if passages is not None and not isinstance(passages, str) else passages
+        return cls(question, context, parse_options(options, per_example_only=True), passages)
 
 
 def as_example(item: Example | tuple[str, str]) -> Example:
     return item if isinstance(item, Example) else Example(*item)
 
+
+
+def example_features(tokenizer, examples: Sequence[Example], config: QAConfig) -> Features:
+    """The windows of every example, in order. An example with passages gets the windows of each passage,
+    numbered as windows of that one example; ``features.passage`` says which passage a window reads."""
+    if all(ex.passages is None for ex in examples):
+        questions = [ex.question for ex in examples]
+        return prepare_features(tokenizer, questions, [ex.context for ex in examples], config)
+    owner, passage, questions, texts = [], [], [], []
+    for i, ex in enumerate(examples):
+        for j, text in enumerate(ex.passages if ex.passages is not None else (ex.context,)):
+            owner.append(i)
+            passage.append(j)
+            questions.append(ex.question)
+            texts.append(text)
+    features = prepare_features(tokenizer, questions, texts, config)
+    unit = features.example_index
+    features.example_index = np.asarray(owner, dtype=np.int64)[unit]
+    features.passage = np.asarray(passage, dtype=np.int64)[unit]
+    return features
 
 
 def window_logits(
@@ -71,10 +115,10 @@ def window_logits(
         batches = (make_batch(features, indices, int(pad_lengths[indices[0]])) for indices in groups)
     else:
         pad_to = config.max_length if config.pad_to_max_length else None
-        fixed = pad_to is not None
-        groups = plan_batches(features.lengths, config.batch_size, config.max_padding, fixed_shape=fixed)
-        batches = (make_batch(features, indices, pad_to) for indices in groups)
-    for batch in tqdm(batches, total=len(groups), desc="windows", unit="batch", disable=not progress):
+        groups = None
+        batches = iter_batches(features, config.batch_size, pad_to, max_padding=config.max_padding)
+    total = len(groups) if groups is not None else None
+    for batch in tqdm(batches, total=total, desc="windows", unit="batch", disable=not progress):
         start, end = backend(batch.inputs)
         for i, s, e in zip(
             batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)
@@ -107,7 +151,7 @@ def answers_from_logits(
     features: Features,
     starts: Sequence[np.ndarray],
     ends: Sequence[np.ndarray],
-    contexts: Sequence[str],
+    contexts: Sequence[str | Sequence[str]],
     config: QAConfig,
     top_k: int = 1,
     padded_length: np.ndarray | None = None,
@@ -142,6 +186,7 @@ def answers_from_logits(
             answerable,
             features.example_index,
             contexts,
+            window_passage=features.passage,
             padded_length=padded,
             pad_shift=shift,
             left_padding=context_first,
@@ -159,6 +204,7 @@ def answers_from_logits(
         features.cls_index,
         contexts,
         answerable=answerable,
+        window_passage=features.passage,
         n_best_size=config.n_best_size,
         max_answer_len=config.max_answer_len,
         top_k=top_k,
@@ -176,7 +222,8 @@ def answers_per_example(
     padded_length: np.ndarray | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per example, each with its own options over ``config``; examples that share
-    options are post-processed together (one call per distinct set of options)."""
+    options are post-processed together (one call per distinct set of options). With a calibrator
+    (``config.calibrator``) every answer gets its ``probability`` and ``min_probability`` applies."""
     groups: dict[tuple, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(tuple(sorted(ex.options.items())), []).append(i)
@@ -191,16 +238,47 @@ def answers_per_example(
             subset,
             [starts[w] for w in windows],
             [ends[w] for w in windows],
-            [examples[i].context for i in ids],
+            [examples[i].text for i in ids],
             group_config,
             top_k,
             padded_length=padded,
         )
         counts = np.bincount(subset.example_index, minlength=len(ids))
+        calibrator = _calibrator_for(group_config)
         for i, prediction, count in zip(ids, predictions, counts.tolist()):
             prediction.windows = count
+            if calibrator is not None:
+                calibrate_prediction(
+                    prediction,
+                    calibrator,
+                    count,
+                    examples[i].text,
+                    min_probability=group_config.min_probability,
+                    # Stock scores do not compare across passages; probabilities do.
+                    rank=group_config.span_scoring == "pipeline" and examples[i].passages is not None,
+                )
             out[i] = prediction
     return out  # type: ignore[return-value]
+
+
+def _calibrator_for(config: QAConfig) -> Calibrator | None:
+    """The config's calibrator when it was fitted in this span-scoring mode (its features differ between
+    modes); a mismatch answers without ``probability``, once logged."""
+    calibrator = config.calibrator
+    if calibrator is None or calibrator.span_scoring == config.span_scoring:
+        return calibrator
+    if not _WARNED:
+        _WARNED.append(True)
+        logger.warning(
+            "the calibrator was fitted for span_scoring=%r, this call uses %r: answers come without "
+            "probability (run qa-serving calibrate in this mode)",
+            calibrator.span_scoring,
+            config.span_scoring,
+        )
+    return None
+
+
+_WARNED: list[bool] = []
 
 
 def answer(
@@ -260,9 +338,7 @@ def answer_stream(
                 pending.append(item)
         if not pending:
             return
-        features = prepare_features(
-            tokenizer, [ex.question for ex in pending], [ex.context for ex in pending], config
-        )
+        features = example_features(tokenizer, pending, config)
         n_windows, n_done, padded = len(features), len(pending), None
         if stock:
             padded = stock_padded_lengths(features.lengths, stock_batch_size, position, carried)

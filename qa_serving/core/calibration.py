@@ -30,12 +30,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qa_serving.core.postprocess import Prediction
 from qa_serving.errors import QAError
+
+if TYPE_CHECKING:  # postprocess -> windowing -> config -> this module: no runtime import
+    from qa_serving.core.postprocess import Prediction
 
 CALIBRATOR_NAME = "qa_calibrator.json"
 FORMAT = "qa-serving-calibrator/1"
@@ -61,55 +63,56 @@ def _key(text: str) -> str:
 
 
 def answer_features(
-    prediction: Prediction, answer: Mapping[str, Any], span_scoring: str, n_windows: int, context: str = ""
+    prediction: Prediction,
+    answer: Mapping[str, Any],
+    span_scoring: str,
+    n_windows: int,
+    context: str | Sequence[str],
 ) -> np.ndarray:
     """The :data:`FEATURES` of one answer of ``prediction`` (an answer dict of ``prediction.answers``).
 
-    ``n_windows``: windows of the example (more windows, more chances for a wrong span to look good).
+    ``n_windows``: windows of the example (more windows, more chances for a wrong span to look good);
+    ``context``: the example's context, or its passages (answers and candidates carry a passage index).
     Example: a lone span with logits 4 + 5 and null logits 0 + 0 -> strength 9, share 1, margin 20.
     """
     squad = span_scoring == "squad"
     is_null = answer["start"] == answer["end"] == 0 and answer["answer"] == ""
+    passages = (context,) if isinstance(context, str) else context
 
     def strength(cand) -> float:
-        if squad:
-            return cand.start_logit + cand.end_logit
-        return math.log(max(cand.score, 1e-12))
+        return cand.start_logit + cand.end_logit if squad else math.log(max(cand.score, 1e-12))
 
-    spans = [c for c in prediction.nbest if not c.is_null]
-    text_of = (lambda c: context[c.start : c.end]) if context else None
+    where = (answer.get("passage", 0), answer["start"], answer["end"])
     match = None
     if not is_null:
-        match = next((c for c in spans if c.start == answer["start"] and c.end == answer["end"]), None)
+        spans = (c for c in prediction.nbest if not c.is_null)
+        match = next((c for c in spans if (c.passage, c.start, c.end) == where), None)
     null = next((c for c in prediction.nbest if c.is_null), None)
-    null_strength = getattr(prediction, "null_strength", None)
+    null_strength = prediction.null_strength
     if null_strength is None and null is not None:
         null_strength = strength(null)
-    own = strength(match) if match is not None else (strength(null) if is_null and null else 0.0)
-    if not squad and match is None and not is_null:
-        own = math.log(max(answer["score"], 1e-12))
+    if match is not None:
+        own = strength(match)
+    elif is_null and null is not None:
+        own = strength(null)
+    else:  # not among the n-best (e.g. a "pipeline" answer merged from several spans)
+        own = math.log(max(answer["score"], 1e-12)) if not squad else 0.0
 
-    key = _key(answer["answer"])
     if squad:
         probs = [c.probability for c in prediction.nbest]
     else:  # the stock scores as shares of their sum
         total = sum(c.score for c in prediction.nbest) or 1.0
         probs = [c.score / total for c in prediction.nbest]
+    key = _key(answer["answer"])
     same, overlap, rivals = 0.0, 0.0, []
     for cand, p in zip(prediction.nbest, probs):
-        if not cand.is_null and not is_null and cand.start < answer["end"] and answer["start"] < cand.end:
-            overlap += p
-        text = "" if cand.is_null else (text_of(cand) if text_of else None)
-        if text is None:  # no context: candidates are told apart by position
-            text = (
-                key
-                if (cand.start, cand.end) == (answer["start"], answer["end"])
-                else f"{cand.start}:{cand.end}"
-            )
+        text = "" if cand.is_null else passages[cand.passage][cand.start : cand.end]
         if _key(text) == key:
             same += p
         else:
             rivals.append(strength(cand))
+        if not (cand.is_null or is_null) and cand.passage == where[0]:
+            overlap += p if cand.start < answer["end"] and answer["start"] < cand.end else 0.0
     margin = own - max(rivals) if rivals else CAP
     dist = np.asarray([p for p in probs if p > 0], dtype=np.float64)
     entropy = float(-(dist * np.log(dist)).sum()) if dist.size else 0.0
@@ -302,11 +305,13 @@ def calibrate_prediction(
     prediction: Prediction,
     calibrator: Calibrator,
     n_windows: int,
-    context: str = "",
+    context: str | Sequence[str],
     min_probability: float = 0.0,
+    rank: bool = False,
 ) -> Prediction:
     """Add ``probability`` to every answer of ``prediction``; abstain below ``min_probability``.
 
+    ``rank``: re-order the answers by probability (stock scores of several passages do not compare).
     Abstaining replaces the top answer by the stock no-answer (``""``, start = end = 0, score 0) that
     keeps the top answer's ``probability`` (how close it came); the other answers follow it, up to the
     same ``top_k``. An empty answer list (the stock pipeline's, when no span survives) stays empty.
@@ -321,6 +326,8 @@ def calibrate_prediction(
     )
     probs = calibrator.predict(x)
     answers = [{**a, "probability": float(p)} for a, p in zip(prediction.answers, probs)]
+    if rank:
+        answers.sort(key=lambda a: -a["probability"])
     top = answers[0]
     if min_probability > 0 and top["answer"] and top["probability"] < min_probability:
         answers = [{**NO_ANSWER, "probability": top["probability"]}, *answers][: len(answers)]

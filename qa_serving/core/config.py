@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qa_serving.core.calibration import Calibrator, load_calibrator
 from qa_serving.core.options import OPTIONS
 from qa_serving.errors import QAError
 
@@ -54,6 +55,12 @@ class QAConfig:
     )
     span_scoring: str = _option("span_scoring")
     max_padding: float = _option("max_padding")
+    min_probability: float = _option("min_probability")
+    # The model's qa_calibrator.json, read by from_model_dir: not a setting (never saved in qa_config.json,
+    # no CLI flag), but it travels with the config so every door's core call adds ``probability``.
+    calibrator: Calibrator | None = field(
+        default=None, repr=False, compare=False, metadata={"internal": True}
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -106,7 +113,8 @@ class QAConfig:
         return self.replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The saved settings (``qa_config.json``): every field but the calibrator (its own file)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calibrator"}
 
     def save(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / CONFIG_NAME
@@ -115,18 +123,22 @@ class QAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QAConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"calibrator"}
         data = {_RENAMED.get(k, k): v for k, v in data.items()}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path | None, model_max_length: int | None = None) -> QAConfig:
         """The config saved with a model (``"squad"`` scoring unless it says otherwise: only our trainer
-        writes it), or the stock pipeline's settings when there is none (e.g. a hub checkpoint)."""
+        writes it), or the stock pipeline's settings when there is none (e.g. a hub checkpoint); with the
+        folder's calibrator (``qa_calibrator.json``) when it has one."""
         path = Path(model_dir) / CONFIG_NAME if model_dir is not None else None
         if path is None or not path.is_file():
-            return cls.stock(model_max_length)
-        return cls.from_dict(json.loads(path.read_text()))
+            config = cls.stock(model_max_length)
+        else:
+            config = cls.from_dict(json.loads(path.read_text()))
+        config.calibrator = load_calibrator(model_dir)  # None without qa_calibrator.json: stock output
+        return config
 
 
 def stock_stride(max_length: int) -> int:

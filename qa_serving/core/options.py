@@ -111,6 +111,12 @@ OPTIONS: dict[str, Option] = {
             "align_to_words", bool, True, "Widen answers to whole words (as the stock pipeline does).",
             field="align_to_words", per_example=True,
         ),
+        Option(
+            "min_probability", float, 0.0,
+            "Calibrated models: answer '' (start = end = 0) when the top answer's probability of being "
+            "exactly right is below this (0: never abstain). Applied after handle_impossible_answer.",
+            0.0, 1.0, field="min_probability", per_example=True,
+        ),
         # --- per call: windowing and batching ---
         Option(
             "max_seq_len", int, 384, "Tokens per window (question + context + special tokens).", 8, 100_000,

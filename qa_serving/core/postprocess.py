@@ -55,6 +55,7 @@ class Candidate:
     window: int = -1
     start_token: int = -1
     end_token: int = -1
+    passage: int = 0  # several passages per question: which one ``start``/``end`` index into
 
 
 @dataclass
@@ -65,13 +66,16 @@ class Prediction:
     and score; maybe none in ``"pipeline"`` mode, as the stock pipeline). ``null_score_diff``: null score
     minus best span score (SQuAD v2 ``na_prob``; ``None`` without v2; in ``"pipeline"`` mode the
     difference of the stock scores). ``nbest``: the reference n-best (``"pipeline"`` mode: the answers
-    as candidates, score = stock score). ``windows``: the example's window count.
+    as candidates, score = stock score). ``windows``: the example's window count. ``null_strength``: the
+    no-answer's strength over the windows (``"squad"``: the smallest CLS start + end logit; ``"pipeline"``:
+    log of the smallest stock CLS score), a feature of the calibrator.
     """
 
     answers: list[dict]
     null_score_diff: float | None
     nbest: list[Candidate]
     windows: int = 0  # how many windows the example was read in (set by the core call)
+    null_strength: float | None = None
 
     @property
     def text(self) -> str:
@@ -259,8 +263,9 @@ def postprocess_stock(
     stock_offsets: Sequence[np.ndarray],
     answerable: Sequence[np.ndarray],
     example_index: np.ndarray,
-    contexts: Sequence[str],
+    contexts: Sequence[str | Sequence[str]],
     *,
+    window_passage: np.ndarray | None = None,
     padded_length: np.ndarray | None = None,
     pad_shift: np.ndarray | None = None,
     left_padding: bool = False,
@@ -275,6 +280,9 @@ def postprocess_stock(
     ``padded_length[i]``: the length window ``i`` is padded to in the stock pipeline's batch (its own
     length with ``batch_size=1``); ``pad_shift[i]``: the pad-token count the stock code subtracts from
     token indices of left-padded windows. Windows are grouped by ``example_index`` in window order.
+    ``contexts[e]`` may be a sequence of passages, ``window_passage[i]`` the passage of window ``i``: the
+    answers then carry a ``"passage"`` index (same text in several passages: one answer, scores summed,
+    as the stock code merges windows).
     """
     n_windows = len(start_logits)
     lengths = np.array([len(s) for s in start_logits], dtype=np.int64)
@@ -308,24 +316,31 @@ def postprocess_stock(
     bounds = np.searchsorted(np.asarray(example_index)[order], np.arange(len(contexts) + 1))
     out = []
     for ex, context in enumerate(contexts):
+        multi = not isinstance(context, str)
         merged: dict[str, dict] = {}
         min_null = 1000000.0
         for i in order[bounds[ex] : bounds[ex + 1]].tolist():
-            if handle_impossible_answer:
-                min_null = min(min_null, float(null[i]))
+            min_null = min(min_null, float(null[i]))
             starts, ends, scores = spans[i]
             c_start, c_end = _stock_char_spans(
                 stock_offsets[i], starts - pad_shift[i], ends - pad_shift[i], align_to_words
             )
+            passage = int(window_passage[i]) if multi else 0
+            text_of = context[passage] if multi else context
             for a, b, score in zip(c_start, c_end, scores.tolist()):
-                text = context[a:b]
+                text = text_of[a:b]
                 found = merged.get(text.lower())
                 if found is not None:
                     found["score"] += score
                 else:
                     merged[text.lower()] = {"score": score, "start": a, "end": b, "answer": text}
+                    if multi:
+                        merged[text.lower()]["passage"] = passage
         answers = list(merged.values())
-        candidates = [Candidate(a["score"], 0.0, 0.0, a["start"], a["end"]) for a in answers]
+        candidates = [
+            Candidate(a["score"], 0.0, 0.0, a["start"], a["end"], passage=a.get("passage", 0))
+            for a in answers
+        ]
         null_diff = None
         if handle_impossible_answer:
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
@@ -333,7 +348,10 @@ def postprocess_stock(
             null_diff = min_null - max((c.score for c in candidates[:-1]), default=0.0)
         nbest = sorted(candidates, key=lambda c: c.score, reverse=True)  # stable, as the answers below
         answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
-        out.append(Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest))
+        strength = float(np.log(max(min_null, 1e-12))) if min_null < 1000000.0 else None
+        out.append(
+            Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest, null_strength=strength)
+        )
     return out
 
 
@@ -347,8 +365,9 @@ def postprocess_example(
     end_logits: Sequence[np.ndarray],
     offsets: Sequence[np.ndarray],
     cls_index: Sequence[int],
-    context: str,
+    context: str | Sequence[str],
     *,
+    window_passage: Sequence[int] | None = None,
     n_best_size: int = 20,
     max_answer_len: int = 30,
     top_k: int = 1,
@@ -360,8 +379,13 @@ def postprocess_example(
 
     ``answerable``: per window, the tokens the stock pipeline's masking keeps (default: context tokens
     and CLS, see :func:`answerable_tokens`); only the stock ``score`` of the answers depends on it.
+    ``context`` may be a sequence of passages, ``window_passage[w]`` the passage of window ``w``: the
+    passages are more windows of one question (spans compared by start + end logit across all of them),
+    answers carry a ``"passage"`` index, and one text found in several passages is one answer (its best).
     """
+    multi = not isinstance(context, str)
     spans: list[tuple[np.ndarray, ...]] = []
+    passage_of: list[int] = []
     null_score, null_start, null_end = np.inf, 0.0, 0.0
     stock_p, stock_null = [], 1000000.0
     for w, (start, end, offs, cls) in enumerate(zip(start_logits, end_logits, offsets, cls_index)):
@@ -373,6 +397,7 @@ def postprocess_example(
         end = np.asarray(end, dtype=np.float64)
         s, e, score = window_candidates(start, end, offs, n_best_size, max_answer_len)
         spans.append((score, start[s], end[e], offs[s, 0], offs[e, 1], np.full(s.size, w), s, e))
+        passage_of.append(int(window_passage[w]) if multi else 0)
         window_null = start[cls] + end[cls]
         if window_null < null_score:
             null_score, null_start, null_end = window_null, start[cls], end[cls]
@@ -391,7 +416,7 @@ def postprocess_example(
     columns = (scores[kept], s_logit[kept], e_logit[kept], c_start[kept], c_end[kept])
     tokens = (window[kept], s_tok[kept], e_tok[kept])
     spans_iter = (
-        Candidate(*values, window=w, start_token=a, end_token=b)
+        Candidate(*values, window=w, start_token=a, end_token=b, passage=passage_of[w])
         for values, (w, a, b) in zip(zip(*(c.tolist() for c in columns)), zip(*(t.tolist() for t in tokens)))
     )
     nbest = [null if i == n_spans else next(spans_iter) for i in order.tolist()]
@@ -414,9 +439,10 @@ def postprocess_example(
         null_diff = float("inf") if best is None else float(null.score - best.start_logit - best.end_logit)
         predict_null = best is None or null_diff > null_score_diff_threshold
 
+    null_strength = float(null_score)
     if best is None and not version_2:
         no_span = {"answer": "", "score": 0.0, "start": 0, "end": 0}
-        return Prediction(answers=[no_span], null_score_diff=None, nbest=nbest)
+        return Prediction(answers=[no_span], null_score_diff=None, nbest=nbest, null_strength=null_strength)
     # The decision first, then the other candidates by score, the null among them where its score puts
     # it (as the stock pipeline ranks it), not always last where top_k would cut it off.
     first = null if predict_null else best
@@ -424,7 +450,11 @@ def postprocess_example(
     ranked = [first, *sorted(others, key=lambda c: -c.score)]
     answers, seen = [], set()
     for cand in ranked:
-        key = (cand.start, cand.end, cand.is_null)
+        text = (context[cand.passage] if multi else context)[cand.start : cand.end]
+        # Overlapping windows find one span twice; overlapping passages one text twice.
+        key: tuple = (cand.is_null, " ".join(text.lower().split()))
+        if not multi:
+            key = (cand.start, cand.end, cand.is_null)
         if key in seen:
             continue
         seen.add(key)
@@ -433,12 +463,12 @@ def postprocess_example(
         else:
             p_start, p_end = stock_p[cand.window]
             score = float(p_start[cand.start_token] * p_end[cand.end_token])
-        answers.append(
-            {"answer": context[cand.start : cand.end], "score": score, "start": cand.start, "end": cand.end}
-        )
+        answers.append({"answer": text, "score": score, "start": cand.start, "end": cand.end})
+        if multi:
+            answers[-1]["passage"] = cand.passage
         if len(answers) == top_k:
             break
-    return Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest)
+    return Prediction(answers=answers, null_score_diff=null_diff, nbest=nbest, null_strength=null_strength)
 
 
 def postprocess(
@@ -447,13 +477,15 @@ def postprocess(
     offsets: Sequence[np.ndarray],
     example_index: np.ndarray,
     cls_index: np.ndarray,
-    contexts: Sequence[str],
+    contexts: Sequence[str | Sequence[str]],
     answerable: Sequence[np.ndarray] | None = None,
+    window_passage: np.ndarray | None = None,
     **settings,
 ) -> list[Prediction]:
     """``"squad"`` answers for every example; windows are grouped by ``example_index`` (any order).
 
-    ``settings`` are :func:`postprocess_example`'s keyword arguments.
+    ``settings`` are :func:`postprocess_example`'s keyword arguments; ``contexts[e]`` may be a sequence of
+    passages, ``window_passage`` then says which passage each window reads.
     """
     example_index = np.asarray(example_index)
     order = np.argsort(example_index, kind="stable")
@@ -470,6 +502,7 @@ def postprocess(
                 [offsets[i] for i in idx],
                 [int(cls_index[i]) for i in idx],
                 context,
+                window_passage=[int(window_passage[i]) for i in idx] if window_passage is not None else None,
                 answerable=[answerable[i] for i in idx] if answerable is not None else None,
                 **settings,
             )

@@ -55,6 +55,7 @@ class Features:
     start_positions: np.ndarray | None = None
     end_positions: np.ndarray | None = None
     stock_offsets: list[np.ndarray] | None = None
+    passage: np.ndarray | None = None  # several passages per example: the passage each window reads
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +88,7 @@ class Features:
             start_positions=labels(self.start_positions),
             end_positions=labels(self.end_positions),
             stock_offsets=pick(self.stock_offsets) if self.stock_offsets is not None else None,
+            passage=labels(self.passage),
         )
         return subset, windows
 

@@ -1,0 +1,156 @@
+"""Several passages per question, ``probability`` and ``min_probability`` through the one core call and
+the pipeline: passages are more windows of one question (spans compared by start + end logit across them),
+answers carry their passage, one text found in several passages is one answer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import transformers
+from conftest import save_exportable_model
+
+import qa_serving  # noqa: F401  (registers custom-qa)
+from qa_serving.core.answering import Example, answer
+from qa_serving.core.backends import load_backend
+from qa_serving.core.calibration import CALIBRATOR_NAME, FEATURES, Calibrator
+from qa_serving.core.config import QAConfig
+from qa_serving.core.windowing import load_tokenizer
+from qa_serving.data.synthetic import generate_squad
+from qa_serving.errors import QAError
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_exportable_model(tmp_path_factory.mktemp("tiny-passages"))
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return load_backend(model_dir, backend="torch", device="cpu"), load_tokenizer(model_dir)
+
+
+@pytest.fixture(scope="module")
+def questions():
+    """(question, passages of its article) for a few generated articles."""
+    out = []
+    for article in generate_squad(3, seed=5)["data"]:
+        contexts = [p["context"] for p in article["paragraphs"]]
+        for p in article["paragraphs"][:2]:
+            out.append((p["qas"][0]["question"], contexts))
+    return out
+
+
+def _calibrator(span_scoring: str) -> Calibrator:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(FEATURES)))
+    y = (x[:, 1] + rng.normal(size=200) > 0).astype(float)
+    return Calibrator.fit(x, y, span_scoring)
+
+
+def _logit(candidate) -> float:
+    return candidate.start_logit + candidate.end_logit
+
+
+def test_passages_rank_by_logits_across_passages(loaded, model_dir, questions):
+    """The golden reference: each (question, passage) alone; the top answer over passages is the span with
+    the largest start + end logit among every passage's best spans."""
+    backend, tokenizer = loaded
+    config = QAConfig.from_model_dir(model_dir)
+    for question, passages in questions:
+        alone = answer(backend, tokenizer, [(question, p) for p in passages], config)
+        best = max(range(len(passages)), key=lambda k: _logit(alone[k].nbest[0]))
+        multi = answer(backend, tokenizer, [Example(question, "", {"top_k": 3}, tuple(passages))], config)[0]
+        top = multi.answers[0]
+        assert top["passage"] == best
+        assert (top["start"], top["end"]) == (alone[best].best["start"], alone[best].best["end"])
+        assert _logit(multi.nbest[0]) == pytest.approx(_logit(alone[best].nbest[0]), abs=1e-4)
+        assert multi.windows == sum(p.windows for p in alone)
+        for a in multi.answers:
+            assert a["answer"] == passages[a["passage"]][a["start"] : a["end"]]
+        assert "probability" not in top  # no calibrator: stock keys (plus passage)
+
+
+def test_windows_of_all_passages_share_batches(loaded, model_dir, questions):
+    backend, tokenizer = loaded
+    config = QAConfig.from_model_dir(model_dir).replace(batch_size=64, max_padding=1.0)
+    calls = []
+
+    def counting(batch):
+        calls.append(len(batch["input_ids"]))
+        return backend(batch)
+
+    examples = [Example(q, "", {}, tuple(ps)) for q, ps in questions]
+    predictions = answer(counting, tokenizer, examples, config)
+    windows = sum(p.windows for p in predictions)
+    assert sum(calls) == windows and len(calls) == -(-windows // 64)
+
+
+def test_same_text_in_overlapping_passages_is_one_answer(loaded, model_dir, questions):
+    backend, tokenizer = loaded
+    question, passages = questions[0]
+    config = QAConfig.from_model_dir(model_dir)
+    twice = (passages[0], passages[0], passages[1])
+    out = answer(backend, tokenizer, [Example(question, "", {"top_k": 10}, twice)], config)[0]
+    texts = [" ".join(a["answer"].lower().split()) for a in out.answers]
+    assert len(texts) == len(set(texts))
+
+
+@pytest.mark.parametrize("mode", ["squad", "pipeline"])
+def test_calibrated_pipeline_probability_and_abstention(tmp_path, questions, mode):
+    folder = save_exportable_model(tmp_path / "m")
+    config = QAConfig.from_model_dir(folder).replace(span_scoring=mode)
+    config.save(folder)
+    qa = transformers.pipeline("custom-qa", model=str(folder))
+    question, passages = questions[0]
+    stock = qa(question=question, context=passages[0], top_k=2)
+    assert all("probability" not in a for a in stock)
+
+    _calibrator(mode).save(folder)
+    assert json.loads((folder / CALIBRATOR_NAME).read_text())["span_scoring"] == mode
+    qa = transformers.pipeline("custom-qa", model=str(folder))
+    got = qa(question=question, context=passages[0], top_k=2)
+    same = ("answer", "start", "score")
+    assert [[a[k] for k in same] for a in got] == [[a[k] for k in same] for a in stock]
+    assert all(0.0 <= a["probability"] <= 1.0 for a in got)
+
+    multi = qa(question=question, passages=passages, top_k=3)
+    assert all("passage" in a and "probability" in a for a in multi)
+    if mode == "pipeline":  # stock scores do not compare across passages: ranked by probability
+        assert [a["probability"] for a in multi] == sorted((a["probability"] for a in multi), reverse=True)
+
+    p = got[0]["probability"]
+    abstain = qa(question=question, context=passages[0], min_probability=min(p + 1e-6, 1.0))
+    assert (abstain["answer"], abstain["start"], abstain["end"]) == ("", 0, 0)
+    assert abstain["probability"] == pytest.approx(p)
+    keep = qa(question=question, context=passages[0], min_probability=p / 2)
+    assert keep["answer"] == got[0]["answer"]
+
+
+def test_calibrator_of_another_mode_is_not_applied(tmp_path, questions):
+    folder = save_exportable_model(tmp_path / "m")
+    _calibrator("pipeline").save(folder)  # the folder's qa_config.json says "squad"
+    qa = transformers.pipeline("custom-qa", model=str(folder))
+    out = qa(question=questions[0][0], context=questions[0][1][0])
+    assert "probability" not in out
+
+
+def test_qa_config_never_saves_the_calibrator(tmp_path):
+    folder = save_exportable_model(tmp_path / "m")
+    _calibrator("squad").save(folder)
+    config = QAConfig.from_model_dir(folder)
+    assert config.calibrator is not None
+    config.save(tmp_path)
+    assert "calibrator" not in json.loads((tmp_path / "qa_config.json").read_text())
+    assert dataclasses.replace(config, calibrator=None).calibrator is None
+
+
+def test_bad_passages_inputs():
+    with pytest.raises(QAError, match="at least one passage"):
+        Example("q", "", {}, ())
+    with pytest.raises(QAError, match="list of strings"):
+        Example.make("q", passages="one string")
