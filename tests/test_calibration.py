@@ -136,3 +136,48 @@ def test_cross_fit_scores_each_group_out_of_fold():
     assert p.shape == (600,) and np.all((p >= 0) & (p <= 1))
     with pytest.raises(QAError, match="at least 2 groups"):
         cal.cross_fit(x, y, ["a"] * 600, "squad")
+
+
+def _half_right_eval_file(model_dir, source, dest):
+    """The generated questions with every other gold answer replaced by the model's own answer, so a random
+    tiny model has right and wrong answers to calibrate on."""
+    from qa_serving.core.answering import answer
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.config import QAConfig
+    from qa_serving.core.windowing import load_tokenizer
+
+    data = json.loads(source.read_text())
+    qas = [(p, qa) for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    config = QAConfig.from_model_dir(model_dir)
+    backend, tokenizer = load_backend(model_dir, backend="torch", device="cpu"), load_tokenizer(model_dir)
+    preds = answer(backend, tokenizer, [(qa["question"], p["context"]) for p, qa in qas], config)
+    for i, ((_, qa), pred) in enumerate(zip(qas, preds)):
+        if i % 2 == 0 and pred.best["answer"]:
+            qa["answers"] = [{"text": pred.best["answer"], "answer_start": pred.best["start"]}]
+    dest.write_text(json.dumps(data))
+    return dest
+
+
+def test_cli_calibrate_then_evaluate(tmp_path, capsys):
+    from conftest import save_exportable_model
+
+    from qa_serving.cli.main import main
+    from qa_serving.data.synthetic import write_squad
+
+    model = save_exportable_model(tmp_path / "model")
+    before = sorted(p.name for p in model.iterdir())
+    source = write_squad(tmp_path / "gen.json", n_articles=4, seed=2)
+    eval_file = _half_right_eval_file(model, source, tmp_path / "eval.json")
+    assert main(["calibrate", "--model", str(model), "--eval-file", str(eval_file), "--folds", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cross_fitted_folds"] == 2 and 0 <= report["probability_ece"] <= 1
+    # Only the calibrator was added to the folder.
+    assert sorted(p.name for p in model.iterdir()) == sorted([*before, cal.CALIBRATOR_NAME])
+
+    plots = tmp_path / "plots"
+    args = ["evaluate", "--model", str(model), "--eval-file", str(eval_file), "--plots-dir", str(plots)]
+    assert main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("exact_match", "score_ece", "score_aurc", "probability_aurc", "probability_coverage@80"):
+        assert key in metrics
+    assert (plots / "reliability.png").is_file() and (plots / "risk_coverage.png").is_file()

@@ -92,8 +92,18 @@ def add_option_arguments(group, per_example_only: bool = False) -> None:
             group.add_argument(*flags, dest=option.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
         else:
-            group.add_argument(*flags, dest=option.name, type=option.kind if option.choices is None else str,
+            group.add_argument(*flags, dest=option.name, type=_number if option.choices is None else str,
                                default=None, help=help_text)
+
+
+def _number(text: str) -> int | float | str:
+    """A flag's value as the number it spells (the table checks the type and range, with its wording)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -128,6 +138,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--na-probs-out", default=None,
                    help="SQuAD v2: write {id: null score - best span score} JSON here, for the official "
                         "script's --na-prob-file (with --na-prob-thresh set to the model's threshold)")
+    p.add_argument("--plots-dir", default=None,
+                   help="write reliability.png and risk_coverage.png (score, and probability for a calibrated "
+                        "model) here; needs matplotlib")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -146,7 +159,15 @@ def _run_evaluate(args) -> int:
         if not result.na_probs:
             raise QAError("--na-probs-out needs a SQuAD v2 model (trained with --handle-impossible-answer)")
         Path(args.na_probs_out).write_text(json.dumps(result.na_probs, indent=1))
-    print(json.dumps(result.metrics, indent=2))
+    if args.plots_dir:
+        from qa_serving.data.selective import plot_reliability, plot_risk_coverage
+
+        out = Path(args.plots_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        curves = {name: (conf, result.correct) for name, conf in result.confidence.items()}
+        plot_reliability(curves, out / "reliability.png")
+        plot_risk_coverage(curves, out / "risk_coverage.png")
+    print(json.dumps({**result.metrics, **result.selective}, indent=2))
     return 0
 
 
@@ -157,7 +178,8 @@ def _add_predict(sub) -> None:
     _add_model_args(p)
     p.add_argument("--question", help="the question")
     p.add_argument("--context", help="the context (or @file to read it from a file)")
-    p.add_argument("--input", help="JSONL file, one {\"question\", \"context\"} object per line")
+    p.add_argument("--input", help="JSONL file, one {\"question\", \"context\"} object per line (or "
+                                   "\"passages\": [...] instead of \"context\": one question over several)")
     p.set_defaults(func=_run_predict)
 
 
@@ -166,14 +188,17 @@ def _run_predict(args) -> int:
 
     if args.input:
         rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()]
-        questions, contexts = [r["question"] for r in rows], [r["context"] for r in rows]
+        questions, contexts = [r["question"] for r in rows], [r.get("passages") or r["context"] for r in rows]
     elif args.question and args.context:
         context = Path(args.context[1:]).read_text() if args.context.startswith("@") else args.context
         questions, contexts = [args.question], [context]
     else:
         raise QAError("give --question and --context, or --input FILE.jsonl")
     backend, tokenizer, config, top_k = _load(args)
-    examples = [Example(q, c, {"top_k": top_k}) for q, c in zip(questions, contexts)]
+    examples = [
+        Example(q, c, {"top_k": top_k}) if isinstance(c, str) else Example(q, "", {"top_k": top_k}, tuple(c))
+        for q, c in zip(questions, contexts)
+    ]
     for pred in answer(backend, tokenizer, examples, config):
         print(json.dumps(pred.best if top_k == 1 else pred.answers, ensure_ascii=False))
     return 0
@@ -206,7 +231,7 @@ def _run_synth(args) -> int:
 # Subcommands living beside the library (ONNX export, TorchServe, quickstart): each module exposes
 # ``add_parser(subparsers)``; a missing optional module just leaves its command out.
 _EXTERNAL = ("qa_serving.cli.export", "qa_serving.cli.serve", "qa_serving.cli.quickstart",
-             "qa_serving.training.model_sources")
+             "qa_serving.training.model_sources", "qa_serving.cli.calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,12 +3,18 @@
 Used by ``qa-serving evaluate``, the per-epoch evaluation in training, the exporter's parity report
 and the benchmarks. For SQuAD v2 the null-score threshold is searched on the evaluated data (the
 official script's ``best_f1_thresh``) and reported beside the figures at the configured threshold.
+Beside EM/F1, :attr:`EvalResult.selective` says how well the top answers' ``score`` (and ``probability``,
+for a calibrated model) rank and calibrate them: ECE, AURC, coverage at 80/90/95% exact-match precision
+(:mod:`qa_serving.data.selective`), and for ``probability`` the threshold reaching each precision (a
+``min_probability`` to try).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +23,7 @@ from qa_serving.errors import QAError
 from qa_serving.core.answering import Backend, answer
 from qa_serving.data.metrics import compute_metrics, references_from_dataset
 from qa_serving.core.postprocess import Prediction
+from qa_serving.data.selective import PRECISIONS, selective_report, threshold_at_precision
 
 METRICS = ("squad", "squad_v2", "korquad")
 
@@ -29,6 +36,10 @@ class EvalResult:
     predictions: dict[str, str]
     na_probs: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    selective: dict[str, float] = field(default_factory=dict)
+    # Per question: the top answer's confidences ({"score": [...], "probability": [...]}) and exact match.
+    confidence: dict[str, np.ndarray] = field(default_factory=dict)
+    correct: np.ndarray | None = None
 
     @property
     def questions_per_second(self) -> float:
@@ -60,6 +71,33 @@ def evaluate_predictions(
     dataset, predictions: Sequence[Prediction], metric: str, config: QAConfig
 ) -> EvalResult:
     """Score already computed predictions (one per row of ``dataset``)."""
+    result = _scores(dataset, predictions, metric, config)
+    _add_selective(result, dataset, predictions, metric)
+    return result
+
+
+def _add_selective(result: EvalResult, dataset, predictions: Sequence[Prediction], metric: str) -> None:
+    """The top answers' confidences against their exact match (the metric's normalization)."""
+    from qa_serving.data.calibrate import exact_per_question
+
+    if not predictions:
+        return
+    refs = references_from_dataset(dataset)
+    best = [p.best for p in predictions]
+    result.correct = exact_per_question([b["answer"] for b in best], [refs[q] for q in dataset["id"]], metric)
+    result.confidence = {"score": np.array([b["score"] for b in best])}
+    if all("probability" in b for b in best):
+        result.confidence["probability"] = np.array([b["probability"] for b in best])
+    for name, conf in result.confidence.items():
+        result.selective.update({f"{name}_{k}": v for k, v in selective_report(conf, result.correct).items()})
+        if name == "probability":
+            for p in PRECISIONS:
+                result.selective[f"probability_threshold@{round(p * 100)}"] = threshold_at_precision(
+                    conf, result.correct, p
+                )
+
+
+def _scores(dataset, predictions: Sequence[Prediction], metric: str, config: QAConfig) -> EvalResult:
     ids: list[str] = list(dataset["id"])
     contexts: list[str] = list(dataset["context"])
     preds = {qid: p.text for qid, p in zip(ids, predictions)}

@@ -1,0 +1,64 @@
+"""``qa-serving calibrate``: fit the ``probability`` calibrator of a model folder on held-out questions.
+
+Writes ``qa_calibrator.json`` into the model folder and changes nothing else: the same span-scoring mode
+and answers as before, ``probability`` added to them. Works for any model folder, hub-style ones (no
+``qa_config.json``: the stock pipeline's mode) included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from qa_serving.errors import QAError
+
+
+def add_parser(sub) -> None:
+    from qa_serving.cli.main import _add_model_args
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the model's probability calibrator on held-out questions (writes qa_calibrator.json)",
+        description="Answers every question of --eval-file as the model is served (its span-scoring "
+        "mode), labels each top answer exactly right or not, prints the score's and the probability's "
+        "ECE/AURC/coverage cross-fitted by article, and saves the calibrator fitted on all questions "
+        "into the model folder. Use questions of articles the model was not trained on.",
+    )
+    _add_model_args(p)
+    p.add_argument("--eval-file", required=True, help="held-out SQuAD/KorQuAD JSON, flat JSON(L) or CSV")
+    p.add_argument(
+        "--metric",
+        default="auto",
+        choices=["auto", "squad", "squad_v2", "korquad"],
+        help="whose exact match labels the answers (default: auto)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds by article (default: 5)")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="use the first N questions only")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from qa_serving.cli.main import _load
+    from qa_serving.core.answering import answer
+    from qa_serving.data.calibrate import calibration_data, fit_with_report
+    from qa_serving.data.evaluation import pick_metric
+    from qa_serving.data.loading import load_examples
+
+    backend, tokenizer, config, _ = _load(args)
+    model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        raise QAError(f"--model must be a local model folder to write the calibrator into, got {args.model}")
+    data = load_examples(args.eval_file)
+    if args.max_eval_samples:
+        data = data.select(range(min(args.max_eval_samples, len(data))))
+    metric = pick_metric(args.metric, config, args.eval_file)
+    examples = list(zip(data["question"], data["context"]))
+    # Answers as the model gives them without a calibrator (an abstention would hide the answer judged).
+    config = dataclasses.replace(config, calibrator=None)
+    predictions = answer(backend, tokenizer, examples, config, progress=True)
+    labelled = calibration_data(data, predictions, config.span_scoring, metric)
+    calibrator = fit_with_report(labelled, n_folds=args.folds, source=str(args.eval_file), metric=metric)
+    path = calibrator.save(model_dir)
+    print(json.dumps({"calibrator": str(path), **labelled.report}, indent=2))
+    return 0
