@@ -166,14 +166,6 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def set_threads(threads: int) -> int:
-    """Torch intra-op threads for this process (ONNX Runtime sessions get the same number at load)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    return threads
-
-
 # --- tables and reports -----------------------------------------------------------------------------
 
 

@@ -58,12 +58,6 @@ def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-def has_vnni(flags: frozenset[str] | None = None) -> bool:
-    """True where int8 dot products are fused (avx512_vnni / avx_vnni / AMX int8)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"} & flags)
-
-
 def available_cpus(cgroup: str | Path = "/sys/fs/cgroup") -> int:
     """CPUs this process may use: its affinity mask, capped by the cgroup CPU quota (``docker --cpus``, a
     Kubernetes CPU limit), which ``os.cpu_count()`` ignores; so that workers x threads <= CPUs there too.

@@ -55,6 +55,7 @@ class QAService:
         answer one example end to end, so a broken model fails the load, not the first request."""
         settings = settings or HandlerSettings()
         config = QAConfig.from_model_dir(model_dir)
+        config = config.with_options(settings.options)  # the handler's `options:` over qa_config.json
         if settings.feature_batch_size:
             config = config.replace(batch_size=settings.feature_batch_size)
         backend = load_backend(model_dir, backend=settings.backend, device=device, dtype=settings.precision)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from qa_serving.core.options import PRECISIONS
+from qa_serving.core.options import PRECISIONS, parse_options
 from qa_serving.errors import QAError
 
 
@@ -248,11 +248,21 @@ class HandlerSettings:
     max_examples: int = _handler_default("max_examples")
     feature_batch_size: int = _handler_default("feature_batch_size")
     threads: int = _handler_default("threads")
+    options: dict = dataclasses.field(
+        default_factory=dict,
+        metadata={"help": "answer options of the one options table (e.g. max_answer_len: 20), over qa_config.json"},
+    )
 
     ENV: ClassVar[dict[str, str]] = {n: s.env for n, s in SETTINGS.items() if s.handler and s.env}
 
     def __post_init__(self) -> None:
+        try:
+            self.options = parse_options(self.options or {}, where="handler option")
+        except QAError as err:
+            raise QAError(f"handler.options: {err}") from None
         for f in dataclasses.fields(self):
+            if f.name == "options":
+                continue
             try:
                 SETTINGS[f.name].check(getattr(self, f.name))
             except QAError as err:
@@ -278,6 +288,9 @@ class HandlerSettings:
                 section[name] = env[var]
         values = {}
         for name, value in section.items():
+            if name == "options":
+                values[name] = value
+                continue
             kind = SETTINGS[name].kind
             try:
                 values[name] = kind(value)
