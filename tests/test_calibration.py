@@ -181,3 +181,26 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     for key in ("exact_match", "score_ece", "score_aurc", "probability_aurc", "probability_coverage@80"):
         assert key in metrics
     assert (plots / "reliability.png").is_file() and (plots / "risk_coverage.png").is_file()
+
+
+def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypatch):
+    import qa_serving.data.calibrate as fitting
+    from qa_serving.core.config import QAConfig
+    from qa_serving.data.synthetic import write_squad
+    from qa_serving.training.trainer import TrainConfig, train
+
+    # A one-epoch tiny model gets (nearly) every answer wrong: half-right labels exercise the fitting path.
+    monkeypatch.setattr(fitting, "exact_per_question", lambda texts, golds, metric: np.arange(len(texts)) % 2.0)
+    data = write_squad(tmp_path / "train.json", n_articles=30, seed=3)
+    cfg = TrainConfig(
+        from_scratch="tiny", train_file=str(data), output_dir=str(tmp_path / "model"), epochs=1, batch_size=32,
+        learning_rate=3e-3, max_length=128, doc_stride=32, max_question_len=24, vocab_size=800,
+        logging_steps=1000, progress=False, eval_batch_size=64, precision="fp32", eval_every_epoch=False,
+    )
+    results = train(cfg)
+    out = tmp_path / "model"
+    assert (out / cal.CALIBRATOR_NAME).is_file()
+    assert results["calibration"]["cross_fitted_folds"] >= 2
+    assert QAConfig.from_model_dir(out).calibrator is not None
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert "probability_aurc" in saved["calibration"]

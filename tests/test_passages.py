@@ -154,3 +154,20 @@ def test_bad_passages_inputs():
         Example("q", "", {}, ())
     with pytest.raises(QAError, match="list of strings"):
         Example.make("q", passages="one string")
+
+
+def test_onnx_export_and_archive_carry_the_calibrator(tmp_path, questions):
+    pytest.importorskip("optimum.onnxruntime")
+    from qa_serving.export.onnx import export_onnx
+
+    folder = save_exportable_model(tmp_path / "m")
+    _calibrator("squad").save(folder)
+    result = export_onnx(model_dir=folder, output_dir=tmp_path / "onnx", quantize="auto")
+    for variant in result.variants().values():
+        assert (variant / CALIBRATOR_NAME).read_text() == (folder / CALIBRATOR_NAME).read_text()
+    question, passages = questions[0]
+    torch_qa = transformers.pipeline("custom-qa", model=str(folder))
+    onnx_qa = transformers.pipeline("custom-qa", model=str(tmp_path / "onnx"))
+    want, got = torch_qa(question=question, context=passages[0]), onnx_qa(question=question, context=passages[0])
+    assert got["answer"] == want["answer"]
+    assert got["probability"] == pytest.approx(want["probability"], abs=1e-3)

@@ -203,6 +203,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     s["train_seconds"] = results["train_seconds"]
     s["em_f1"] = {"pytorch": (results["final"]["exact_match"], results["final"]["f1"])}
     s["qps_in_process"] = {"pytorch": results["final"]["questions_per_second"]}
+    if results.get("calibration"):
+        s["calibration"] = results["calibration"]
 
     print("[3/6] export to ONNX (fp32 + int8) with parity check", flush=True)
     onnx_dir = cfg.output_dir / "onnx"
@@ -270,6 +272,14 @@ def format_summary(s: dict) -> str:
     for variant, (em, f1) in s.get("em_f1", {}).items():
         qps = s.get("qps_in_process", {}).get(variant)
         rows.append((f"EM / F1 ({variant})", f"{em:.2f} / {f1:.2f}" + (f", {qps:.1f} q/s in-process" if qps else "")))
+    cal = s.get("calibration")
+    if cal and cal.get("cross_fitted_folds"):
+        for name in ("score", "probability"):
+            rows.append((
+                f"{name} (held-out, cross-fitted by article)",
+                f"ECE {cal[f'{name}_ece']:.3f}, AURC {cal[f'{name}_aurc']:.3f}, answers at 80%/90% precision: "
+                f"{100 * cal[f'{name}_coverage@80']:.0f}%/{100 * cal[f'{name}_coverage@90']:.0f}%",
+            ))
     if "parity" in s:
         rows.append(("ONNX parity", ", ".join(f"{v} {r}" for v, r in s["parity"].items()) + " (parity.json)"))
     if "served_variant" in s:

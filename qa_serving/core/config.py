@@ -117,8 +117,12 @@ class QAConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calibrator"}
 
     def save(self, model_dir: str | Path) -> Path:
+        """Write ``qa_config.json``, and the calibrator this config was loaded with (``qa_calibrator.json``),
+        so every folder made from a model (ONNX/OpenVINO exports, archives) answers with ``probability``."""
         path = Path(model_dir) / CONFIG_NAME
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        if self.calibrator is not None:
+            self.calibrator.save(model_dir)
         return path
 
     @classmethod

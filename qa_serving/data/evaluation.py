@@ -40,6 +40,7 @@ class EvalResult:
     # Per question: the top answer's confidences ({"score": [...], "probability": [...]}) and exact match.
     confidence: dict[str, np.ndarray] = field(default_factory=dict)
     correct: np.ndarray | None = None
+    answers: list[Prediction] = field(default_factory=list)  # the full predictions, in dataset order
 
     @property
     def questions_per_second(self) -> float:
@@ -73,6 +74,7 @@ def evaluate_predictions(
     """Score already computed predictions (one per row of ``dataset``)."""
     result = _scores(dataset, predictions, metric, config)
     _add_selective(result, dataset, predictions, metric)
+    result.answers = list(predictions)
     return result
 
 

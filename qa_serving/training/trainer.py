@@ -107,6 +107,11 @@ class TrainConfig:
         default=None, metadata={"help": "Stop training after this many minutes (then evaluate and save)."}
     )
     eval_every_epoch: bool = field(default=True, metadata={"help": "EM/F1 after each epoch, not only at the end."})
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "Fit the probability calibrator (qa_calibrator.json) on the evaluation split at the "
+                          "end; eval_results.json gets its figures cross-fitted by article."},
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
     align_to_words: bool | None = field(
         default=None,
@@ -437,6 +442,22 @@ def training_arguments(cfg: TrainConfig, precision: str, cuda: bool):
     )
 
 
+def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, final) -> dict[str, Any] | None:
+    """Fit ``qa_config.calibrator`` on the final evaluation's answers (held-out articles); returns its
+    figures cross-fitted by article, or ``None`` (logged) when the split cannot support one."""
+    from qa_serving.data.calibrate import calibration_data, fit_with_report
+    from qa_serving.data.evaluation import pick_metric
+
+    metric = pick_metric(cfg.metric, qa_config, cfg.train_file)
+    try:
+        data = calibration_data(eval_ds, final.answers, qa_config.span_scoring, metric)
+        qa_config.calibrator = fit_with_report(data, source="training evaluation split", metric=metric)
+    except QAError as err:
+        logger.warning("no probability calibrator: %s", err)
+        return None
+    return data.report
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune, evaluate and save; returns what ``eval_results.json`` holds (on the other ranks of a
     distributed run: ``data``, ``model``, ``train_seconds``, ``rank`` and ``final=None``)."""
@@ -504,7 +525,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
-    qa_config.save(out)
+    calibration = _fit_calibrator(cfg, qa_config, eval_ds, final) if cfg.calibrate else None
+    qa_config.save(out)  # with the calibrator, when fitted
     results = {
         "data": source,
         "model": cfg.model or f"scratch BERT ({cfg.from_scratch})",
@@ -518,6 +540,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "train_loss": train_output.training_loss,
         "epochs_done": round(trainer.state.epoch or 0, 3),
         "final": final.metrics,
+        "calibration": calibration,
         "history": history,
         "timing": timings,
         "config": asdict(cfg),
