@@ -171,3 +171,44 @@ def test_onnx_export_and_archive_carry_the_calibrator(tmp_path, questions):
     want, got = torch_qa(question=question, context=passages[0]), onnx_qa(question=question, context=passages[0])
     assert got["answer"] == want["answer"]
     assert got["probability"] == pytest.approx(want["probability"], abs=1e-3)
+
+
+def test_served_json_and_v2_carry_passages_and_probability(tmp_path, questions):
+    from qa_serving.serving.service import QAService
+
+    folder = save_exportable_model(tmp_path / "m")
+    question, passages = questions[0]
+    plain = QAService.load(folder)
+    [(status, body)] = plain.handle([{"question": question, "context": passages[0]}])
+    assert status == 200 and set(body) == {"answer", "score", "start", "end"}  # stock keys, no probability
+    v2 = {"inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]},
+                     {"name": "context", "datatype": "BYTES", "shape": [1], "data": [passages[0]]}]}
+    [(status, body)] = plain.handle([v2])
+    assert [o["name"] for o in body["outputs"]] == ["answer", "score", "start", "end"]
+    [(status, body)] = plain.handle([{**v2, "outputs": [{"name": "probability"}]}])
+    assert status == 400 and "calibrated" in body["error"]
+
+    _calibrator("squad").save(folder)
+    service = QAService.load(folder)
+    pipe = transformers.pipeline("custom-qa", model=str(folder))
+    want = pipe(question=question, passages=passages, top_k=2)
+    [(status, body)] = service.handle([{"question": question, "passages": passages, "top_k": 2}])
+    assert status == 200 and body == want
+    [(status, body)] = service.handle([{"question": question, "passages": passages, "min_probability": 1.0}])
+    assert (body["answer"], body["start"], body["end"]) == ("", 0, 0) and "probability" in body
+
+    ragged = [passages, passages[:2]]
+    width = max(map(len, ragged))
+    v2 = {"inputs": [
+        {"name": "question", "datatype": "BYTES", "shape": [2], "data": [question, question]},
+        {"name": "passages", "datatype": "BYTES", "shape": [2, width],
+         "data": [p for row in ragged for p in row + [""] * (width - len(row))]},
+    ]}
+    [(status, body)] = service.handle([v2])
+    assert status == 200
+    out = {o["name"]: o for o in body["outputs"]}
+    assert set(out) == {"answer", "score", "start", "end", "probability", "passage"}
+    assert out["answer"]["data"][0] == want[0]["answer"] and out["passage"]["data"][0] == want[0]["passage"]
+    assert out["probability"]["datatype"] == "FP32"
+    [(status, body)] = service.handle([{"question": question, "passages": "not a list"}])
+    assert status == 400 and "passages" in body["error"]

@@ -1,6 +1,8 @@
 """The project's JSON envelope: ``{"question", "context", <options>}`` or a list of them, answered with the
 ``custom-qa`` pipeline's answer dicts (one dict, or a list when ``top_k > 1``; a list of those for a
-list body), or ``{"error": message, "status": 4xx|5xx}``.
+list body), or ``{"error": message, "status": 4xx|5xx}``. ``{"question", "passages": [...]}`` asks one
+question over several passages (each answer then carries its ``passage`` index); a calibrated model adds
+``probability`` to every answer and honours ``min_probability``.
 
 Per-example options are the rows of the one options table marked "per example"
 (:data:`qa_serving.core.options.PER_EXAMPLE`: ``top_k``, ``max_answer_len``, ``handle_impossible_answer``,
@@ -15,7 +17,7 @@ from typing import Any
 from qa_serving.core.options import ALIASES, PER_EXAMPLE
 from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
 
-TEXT_FIELDS = ("question", "context")
+TEXT_FIELDS = ("question", "context", "passages")
 FIELDS = TEXT_FIELDS + PER_EXAMPLE
 
 
@@ -48,7 +50,7 @@ def parse_item(obj: Any, limits: Limits) -> Any:
     if unknown:
         raise RequestError(400, f"unknown field(s) {unknown}; known: {list(FIELDS)}")
     options = {k: v for k, v in obj.items() if k not in TEXT_FIELDS}
-    return make_example(obj.get("question"), obj.get("context"), options, limits)
+    return make_example(obj.get("question"), obj.get("context"), options, limits, obj.get("passages"))
 
 
 def render_json(request: Request, answers: Sequence[list[dict]]) -> Any:

@@ -145,9 +145,16 @@ def check_count(n: int, limits: Limits) -> None:
         )
 
 
-def make_example(question: Any, context: Any, options: Mapping[str, Any], limits: Limits) -> Example:
+def make_example(
+    question: Any, context: Any, options: Mapping[str, Any], limits: Limits, passages: Any = None
+) -> Example:
     """A checked :class:`Example`: non-empty strings within the size limit, per-example options from the
-    one options table (the same names, ranges and error wording as the pipeline and the CLI)."""
+    one options table (the same names, ranges and error wording as the pipeline and the CLI).
+
+    ``passages`` (instead of ``context``): a list of passages for one question, each within the size
+    limit, at most ``max_examples`` of them (each is read like one example's context)."""
+    if passages is not None:
+        return _passages_example(question, context, options, limits, passages)
     texts = {}
     for name, value in (("question", question), ("context", context)):
         if value is None:
@@ -164,6 +171,21 @@ def make_example(question: Any, context: Any, options: Mapping[str, Any], limits
             "(handler.max_context_chars / QA_MAX_CONTEXT_CHARS)",
         )
     return Example(texts["question"], texts["context"], request_options(options))
+
+
+def _passages_example(
+    question: Any, context: Any, options: Mapping[str, Any], limits: Limits, passages: Any
+) -> Example:
+    if context is not None:
+        raise RequestError(400, "give 'context' or 'passages', not both")
+    if not isinstance(passages, list) or not passages:
+        raise RequestError(400, "'passages' must be a non-empty list of strings")
+    if len(passages) > limits.max_examples:
+        raise RequestError(
+            413, f"{len(passages)} passages in one question; the limit is {limits.max_examples} (QA_MAX_EXAMPLES)"
+        )
+    checked = [make_example(question, p, {}, limits).context for p in passages]
+    return Example(question, "", request_options(options), tuple(checked))
 
 
 def request_options(raw: Mapping[str, Any]) -> dict[str, Any]:

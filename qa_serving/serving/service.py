@@ -135,7 +135,10 @@ def render(
         if req.error is not None:
             out.append((req.error.status, req.error.body()))
         elif req.envelope == "v2":
-            out.append((200, render_v2(req, mine, model_name, model_version)))
+            try:
+                out.append((200, render_v2(req, mine, model_name, model_version)))
+            except RequestError as err:  # an output the model cannot give (probability without calibrator)
+                out.append((err.status, err.body()))
         else:
             out.append((200, render_json(req, mine)))
     return out

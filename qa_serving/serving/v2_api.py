@@ -1,8 +1,14 @@
 """The Open Inference Protocol (KServe v2) envelope: BYTES inputs ``question`` and ``context`` of n strings
 each (shape ``[n]``, or nested lists of that shape), optional ``parameters`` (the per-example options of
-the one options table, for all n examples), optional ``outputs`` (a subset of answer, score, start, end).
-The response has one tensor per output: shape ``[n]``, or ``[n, top_k]`` when ``top_k > 1`` (rows with
-fewer answers are filled with the empty answer, score 0).
+the one options table, for all n examples), optional ``outputs`` (a subset of answer, score, start, end,
+probability, passage). The response has one tensor per output: shape ``[n]``, or ``[n, top_k]`` when
+``top_k > 1`` (rows with fewer answers are filled with the empty answer, score 0). By default the outputs
+are answer, score, start, end, plus ``probability`` (FP32) for a calibrated model and ``passage`` (INT64)
+for a request with passages.
+
+Several passages per question: a BYTES input ``passages`` of shape ``[n, K]`` (``[K]`` for one question)
+instead of ``context``: K passages for each of the n questions (empty strings are left out, so ragged
+sets can be padded).
 
 TorchServe routes ``POST /v2/models/<name>/infer`` to the handler like ``/predictions/<name>``; the body is
 recognised by its ``"inputs"`` key (never a field of the JSON envelope). Parsed here rather than by
@@ -19,7 +25,10 @@ from typing import Any
 from qa_serving.core.options import PER_EXAMPLE
 from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
 
-V2_OUTPUTS = {"answer": "BYTES", "score": "FP32", "start": "INT64", "end": "INT64"}
+V2_OUTPUTS = {
+    "answer": "BYTES", "score": "FP32", "start": "INT64", "end": "INT64", "probability": "FP32", "passage": "INT64"
+}
+DEFAULT_OUTPUTS = ("answer", "score", "start", "end")
 EMPTY = {"answer": "", "score": 0.0, "start": 0, "end": 0}
 
 
@@ -28,8 +37,9 @@ class V2Request:
     """What a v2 response needs from its request: the request id, the outputs asked for, ``top_k``."""
 
     id: Any = None
-    outputs: tuple[str, ...] = tuple(V2_OUTPUTS)
+    outputs: tuple[str, ...] | None = None  # None: the defaults (see the module doc)
     top_k: int = 1
+    passages: bool = False
 
 
 def is_v2_body(body: Any) -> bool:
@@ -45,8 +55,14 @@ def parse_v2(body: Mapping, limits: Limits) -> Request:
     unknown = sorted(set(body) - {"id", "inputs", "outputs", "parameters"})
     if unknown:
         raise RequestError(400, f"unknown field(s) {unknown} in a v2 inference request")
-    tensors = _input_tensors(body["inputs"])
-    questions, contexts = tensors["question"], tensors["context"]
+    tensors, shapes = _input_tensors(body["inputs"])
+    questions = tensors["question"]
+    passages = None
+    if "passages" in tensors:
+        passages = _passage_rows(tensors["passages"], shapes["passages"], len(questions))
+        contexts = [None] * len(questions)
+    else:
+        contexts = tensors["context"]
     if len(questions) != len(contexts) or not questions:
         raise RequestError(
             400, f"'question' and 'context' must hold the same number (>= 1) of strings, got "
@@ -56,7 +72,7 @@ def parse_v2(body: Mapping, limits: Limits) -> Request:
     params = body.get("parameters") or {}
     if not isinstance(params, Mapping):
         raise RequestError(400, f"'parameters' must be an object of options {list(PER_EXAMPLE)}, got {params!r}")
-    outputs = body.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
+    outputs = body.get("outputs") or [{"name": n} for n in DEFAULT_OUTPUTS]
     names = (
         [o.get("name") if isinstance(o, Mapping) else None for o in outputs]
         if isinstance(outputs, list)
@@ -67,21 +83,38 @@ def parse_v2(body: Mapping, limits: Limits) -> Request:
     examples = []
     for i, (question, context) in enumerate(zip(questions, contexts)):
         try:
-            examples.append(make_example(question, context, params, limits))
+            row = passages[i] if passages is not None else None
+            examples.append(make_example(question, context, params, limits, row))
         except RequestError as err:
             raise RequestError(err.status, f"example {i}: {err}") from None
     top_k = examples[0].options.get("top_k", 1)
-    return Request(examples=examples, single=False, envelope="v2", v2=V2Request(body.get("id"), tuple(names), top_k))
+    asked = tuple(names) if body.get("outputs") else None
+    v2 = V2Request(body.get("id"), asked, top_k, passages is not None)
+    return Request(examples=examples, single=False, envelope="v2", v2=v2)
 
 
-def _input_tensors(inputs: Any) -> dict[str, list]:
+def _passage_rows(data: list, shape: list[int], n: int) -> list[list[str]]:
+    """The ``passages`` tensor as n rows of passages (``[K]`` for one question, ``[n, K]``), "" left out."""
+    if len(shape) == 1 and n == 1:
+        rows = [data]
+    elif len(shape) == 2 and shape[0] == n:
+        rows = [data[i * shape[1] : (i + 1) * shape[1]] for i in range(n)]
+    else:
+        raise RequestError(400, f"input 'passages': shape {shape!r} must be [n, K] for n = {n} questions")
+    return [[p for p in row if p != ""] for row in rows]
+
+
+def _input_tensors(inputs: Any) -> tuple[dict[str, list], dict[str, list[int]]]:
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(400, "'inputs' must be a non-empty list of tensors {name, datatype, shape, data}")
     tensors: dict[str, list] = {}
+    shapes: dict[str, list[int]] = {}
     for i, tensor in enumerate(inputs):
         name = tensor.get("name") if isinstance(tensor, Mapping) else None
-        if name not in ("question", "context"):
-            raise RequestError(400, f"inputs[{i}]: expected tensors named 'question' and 'context', got {name!r}")
+        if name not in ("question", "context", "passages"):
+            raise RequestError(
+                400, f"inputs[{i}]: expected tensors named 'question' and 'context' (or 'passages'), got {name!r}"
+            )
         if name in tensors:
             raise RequestError(400, f"input {name!r} given twice")
         if tensor.get("datatype") != "BYTES":
@@ -95,9 +128,14 @@ def _input_tensors(inputs: Any) -> dict[str, list]:
         ):
             raise RequestError(400, f"input {name!r}: shape {shape!r} does not match its {len(data)} strings")
         tensors[name] = [_text(d) for d in data]
-    if len(tensors) != 2:
-        raise RequestError(400, f"missing input {({'question', 'context'} - set(tensors)).pop()!r}")
-    return tensors
+        shapes[name] = shape
+    if "context" in tensors and "passages" in tensors:
+        raise RequestError(400, "give the input 'context' or 'passages', not both")
+    texts = "passages" if "passages" in tensors else "context"
+    missing = sorted({"question", texts} - set(tensors))
+    if missing:
+        raise RequestError(400, f"missing input {missing[0]!r}")
+    return tensors, shapes
 
 
 def _text(value: Any) -> Any:
@@ -133,12 +171,21 @@ def render_v2(
     """An Open Inference Protocol response: one tensor per output, in example order."""
     v2: V2Request = request.v2
     k = v2.top_k
-    rows = [(list(a) + [EMPTY] * k)[:k] for a in answers]
+    calibrated = all("probability" in a for ans in answers for a in ans)
+    names = v2.outputs
+    if names is None:
+        names = DEFAULT_OUTPUTS + (("probability",) if calibrated else ()) + (("passage",) if v2.passages else ())
+    if "probability" in names and not calibrated:
+        raise RequestError(400, "output 'probability' needs a calibrated model (qa-serving calibrate)")
+    if "passage" in names and not v2.passages:
+        raise RequestError(400, "output 'passage' needs the input 'passages'")
+    empty = {**EMPTY, "probability": 0.0, "passage": -1}
+    rows = [(list(a) + [empty] * k)[:k] for a in answers]
     cast = {"BYTES": str, "FP32": float, "INT64": int}
     outputs = []
-    for name in v2.outputs:
+    for name in names:
         kind = V2_OUTPUTS[name]
-        values = [[cast[kind](a[name]) for a in row] for row in rows]
+        values = [[cast[kind](a.get(name, empty[name])) for a in row] for row in rows]
         data = [x for row in values for x in row]  # row-major, as the protocol's flat form
         shape = [len(rows)] if k == 1 else [len(rows), k]
         outputs.append({"name": name, "datatype": kind, "shape": shape, "data": data})
