@@ -190,11 +190,12 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     from qa_serving.training.trainer import TrainConfig, train
 
     # A one-epoch tiny model gets (nearly) every answer wrong: half-right labels exercise the fitting path.
-    monkeypatch.setattr(fitting, "exact_per_question", lambda texts, golds, metric: np.arange(len(texts)) % 2.0)
+    half = lambda texts, golds, metric: np.arange(len(texts)) % 2.0  # noqa: E731
+    monkeypatch.setattr(fitting, "exact_per_question", half)
     data = write_squad(tmp_path / "train.json", n_articles=30, seed=3)
     cfg = TrainConfig(
-        from_scratch="tiny", train_file=str(data), output_dir=str(tmp_path / "model"), epochs=1, batch_size=32,
-        learning_rate=3e-3, max_length=128, doc_stride=32, max_question_len=24, vocab_size=800,
+        from_scratch="tiny", train_file=str(data), output_dir=str(tmp_path / "model"), epochs=1,
+        batch_size=32, learning_rate=3e-3, max_length=128, doc_stride=32, max_question_len=24, vocab_size=800,
         logging_steps=1000, progress=False, eval_batch_size=64, precision="fp32", eval_every_epoch=False,
     )
     results = train(cfg)

@@ -182,7 +182,8 @@ def _passages_example(
         raise RequestError(400, "'passages' must be a non-empty list of strings")
     if len(passages) > limits.max_examples:
         raise RequestError(
-            413, f"{len(passages)} passages in one question; the limit is {limits.max_examples} (QA_MAX_EXAMPLES)"
+            413,
+            f"{len(passages)} passages in one question; the limit is {limits.max_examples} (QA_MAX_EXAMPLES)",
         )
     checked = [make_example(question, p, {}, limits).context for p in passages]
     return Example(question, "", request_options(options), tuple(checked))

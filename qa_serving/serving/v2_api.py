@@ -26,7 +26,12 @@ from qa_serving.core.options import PER_EXAMPLE
 from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
 
 V2_OUTPUTS = {
-    "answer": "BYTES", "score": "FP32", "start": "INT64", "end": "INT64", "probability": "FP32", "passage": "INT64"
+    "answer": "BYTES",
+    "score": "FP32",
+    "start": "INT64",
+    "end": "INT64",
+    "probability": "FP32",
+    "passage": "INT64",
 }
 DEFAULT_OUTPUTS = ("answer", "score", "start", "end")
 EMPTY = {"answer": "", "score": 0.0, "start": 0, "end": 0}
@@ -113,7 +118,8 @@ def _input_tensors(inputs: Any) -> tuple[dict[str, list], dict[str, list[int]]]:
         name = tensor.get("name") if isinstance(tensor, Mapping) else None
         if name not in ("question", "context", "passages"):
             raise RequestError(
-                400, f"inputs[{i}]: expected tensors named 'question' and 'context' (or 'passages'), got {name!r}"
+                400,
+                f"inputs[{i}]: expected tensors named 'question' and 'context' (or 'passages'), got {name!r}",
             )
         if name in tensors:
             raise RequestError(400, f"input {name!r} given twice")
@@ -174,7 +180,8 @@ def render_v2(
     calibrated = all("probability" in a for ans in answers for a in ans)
     names = v2.outputs
     if names is None:
-        names = DEFAULT_OUTPUTS + (("probability",) if calibrated else ()) + (("passage",) if v2.passages else ())
+        names = DEFAULT_OUTPUTS + (("probability",) if calibrated else ())
+        names += ("passage",) if v2.passages else ()
     if "probability" in names and not calibrated:
         raise RequestError(400, "output 'probability' needs a calibrated model (qa-serving calibrate)")
     if "passage" in names and not v2.passages:

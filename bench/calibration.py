@@ -1,0 +1,265 @@
+"""Issue 21 on real held-out questions: how well ``score`` and ``probability`` rank and calibrate answers,
+and answers over several passages per question.
+
+Calibration is cross-fitted by article (leave-one-article-out by default): every question is scored by a
+calibrator fitted on the *other* articles, so no figure is measured on the questions or the text the
+calibrator saw. Rows: the stock ``score``; an isotonic fit of the score alone (the issue's baseline);
+``probability`` from the logistic calibrator without and with its isotonic step (the shipped one).
+
+Passages: for each question, its gold paragraph plus ``--passages - 1`` other paragraphs of the same
+article (seeded), in random order. Compared: the gold paragraph alone; the stock way (each (question,
+passage) pair answered alone, the highest ``score`` kept); ``passages=`` (the passages as more windows of
+one question: start + end logits across them), top-1 as ranked there, and re-ranked by ``probability``.
+Prints markdown tables naming the CPU and writes them, a JSON file and the two PNGs under ``--out``.
+
+    python -m bench.calibration --model /work/runs/squad_minilm/model \\
+        --eval-file /work/runs/squad_minilm/eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pickle
+import random
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/calibration.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+PCT = lambda v: f"{100 * v:.1f}%"
+
+
+def exact(prediction: str, golds: list[str]) -> float:
+    from qa_serving.data.metrics import exact_match_score
+
+    return float(any(exact_match_score(prediction, g) for g in golds))
+
+
+def answer_all(backend, tokenizer, examples, config, cache: Path | None, name: str):
+    """Answers without a calibrator (the bench fits its own, cross-fitted); cached when asked, so the
+    calibrator can be studied without running the model again."""
+    from qa_serving.core.answering import answer
+
+    path = cache / f"{name}.pkl" if cache else None
+    if path is not None and path.is_file():
+        return pickle.loads(path.read_bytes())
+    started = time.perf_counter()
+    config = dataclasses.replace(config, calibrator=None)
+    out = (answer(backend, tokenizer, examples, config, chunk_size=256), time.perf_counter() - started)
+    if path is not None:
+        path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def passage_sets(titles, contexts, k: int, seed: int) -> list[tuple[tuple[str, ...], int]]:
+    """Per question: ``k`` paragraphs of its article (gold among them, random order), and the gold's index."""
+    by_title: dict[str, list[str]] = {}
+    for t, c in zip(titles, contexts):
+        if c not in by_title.setdefault(t, []):
+            by_title[t].append(c)
+    rng = random.Random(seed)
+    out = []
+    for t, c in zip(titles, contexts):
+        chosen = rng.sample([p for p in by_title[t] if p != c], min(k - 1, len(by_title[t]) - 1)) + [c]
+        rng.shuffle(chosen)
+        out.append((tuple(chosen), chosen.index(c)))
+    return out
+
+
+def folds_of(titles: list[str], n_folds: int) -> np.ndarray:
+    """The fold of every question (articles dealt in sorted order, as ``cross_fit`` deals them)."""
+    fold_of = {t: i % n_folds for i, t in enumerate(sorted(set(titles)))}
+    return np.array([fold_of[t] for t in titles])
+
+
+def calibration_table(x, score, ok, titles, mode, n_folds) -> tuple[list[dict], dict]:
+    from qa_serving.core.calibration import cross_fit, fit_isotonic
+    from qa_serving.data.selective import selective_report
+
+    rows, curves = [], {}
+
+    def add(name, conf):
+        rows.append({"confidence": name, **selective_report(conf, ok)})
+        curves[name] = (conf, ok)
+
+    add("stock score", score)
+    fold = folds_of(titles, n_folds)
+    iso = np.empty(len(score))
+    for f in np.unique(fold):  # the issue's baseline: isotonic regression of the score alone
+        kx, ky = fit_isotonic(score[fold != f], ok[fold != f])
+        iso[fold == f] = np.interp(score[fold == f], kx, ky)
+    add("isotonic(score)", iso)
+    add("probability (logistic only)", cross_fit(x, ok, titles, mode, n_folds=n_folds, isotonic=False))
+    add("probability", cross_fit(x, ok, titles, mode, n_folds=n_folds))
+    return rows, curves
+
+
+def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache) -> tuple[list[dict], str]:
+    from qa_serving.core.answering import Example
+    from qa_serving.core.calibration import Calibrator, answer_features
+    from qa_serving.data.selective import selective_report
+
+    mode = config.span_scoring
+    titles, golds = list(rows["title"]), [a["text"] for a in rows["answers"]]
+    sets = passage_sets(titles, list(rows["context"]), args.passages, args.seed)
+    pick = np.arange(len(sets))
+    if args.passage_questions and args.passage_questions < len(sets):  # a seeded sample of questions
+        pick = np.sort(
+            np.random.default_rng(args.seed).choice(len(sets), args.passage_questions, replace=False)
+        )
+    questions = [rows["question"][i] for i in pick]
+    pairs = [Example(q, p) for q, i in zip(questions, pick) for p in sets[i][0]]
+    pair_preds, pair_seconds = answer_all(backend, tokenizer, pairs, config, cache, f"pairs{len(pick)}")
+    multi_examples = [Example(q, "", {"top_k": 5}, sets[i][0]) for q, i in zip(questions, pick)]
+    multi, multi_seconds = answer_all(backend, tokenizer, multi_examples, config, cache, f"multi{len(pick)}")
+
+    fold = folds_of(titles, n_folds)
+    calibrators = {f: Calibrator.fit(x[fold != f], ok[fold != f], mode) for f in np.unique(fold)}
+    stock_ok, logit_ok, rerank_ok, found, p_top, p_rerank = [], [], [], [], [], []
+    for j, i in enumerate(pick):
+        k = len(sets[i][0])
+        own = pair_preds[j * k : (j + 1) * k]
+        best_pair = max(range(k), key=lambda m: own[m].best["score"])
+        stock_ok.append(exact(own[best_pair].best["answer"], golds[i]))
+        m = multi[j]
+        feats = np.stack([answer_features(m, a, mode, m.windows, sets[i][0]) for a in m.answers])
+        probs = calibrators[fold[i]].predict(feats)
+        top = int(np.argmax(probs))
+        logit_ok.append(exact(m.answers[0]["answer"], golds[i]))
+        rerank_ok.append(exact(m.answers[top]["answer"], golds[i]))
+        found.append(float(m.answers[0].get("passage") == sets[i][1]))
+        p_top.append(probs[0])
+        p_rerank.append(probs[top])
+    gold_em = float(ok[pick].mean())
+    table = [
+        {"how": "gold paragraph alone", "em": gold_em},
+        {
+            "how": f"stock: each (question, passage) alone, highest score ({args.passages} passages)",
+            "em": float(np.mean(stock_ok)),
+            "seconds": pair_seconds,
+        },
+        {
+            "how": "passages=: top answer (start + end logits across passages)",
+            "em": float(np.mean(logit_ok)),
+            "seconds": multi_seconds,
+            **selective_report(p_top, logit_ok),
+        },
+        {
+            "how": "passages=, top_k=5 re-ranked by probability",
+            "em": float(np.mean(rerank_ok)),
+            "seconds": multi_seconds,
+            **selective_report(p_rerank, rerank_ok),
+        },
+    ]
+    for r in table:
+        r["ratio"] = r["em"] / gold_em
+    note = (
+        f"{len(pick)} questions (seeded sample of {len(sets)}), each with its gold paragraph and "
+        f"{args.passages - 1} other paragraphs of its article in random order (seed {args.seed}); passages= "
+        f"puts its top answer in the gold paragraph for {100 * np.mean(found):.1f}% of them. Probabilities "
+        "from calibrators fitted on other articles' single-passage questions."
+    )
+    return table, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qa_serving.core.answering import Example
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.calibration import FEATURES, Calibrator, answer_features
+    from qa_serving.core.config import QAConfig
+    from qa_serving.core.hardware import available_cpus, cpu_model
+    from qa_serving.core.windowing import load_tokenizer
+    from qa_serving.data.loading import load_examples
+    from qa_serving.data.selective import plot_reliability, plot_risk_coverage
+    from qa_serving.tables import Column, markdown_table
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--eval-file", required=True, help="held-out SQuAD questions (articles not trained on)")
+    ap.add_argument("--passages", type=int, default=5, help="passages per question (default: 5)")
+    ap.add_argument(
+        "--passage-questions", type=int, default=0, help="questions for the passage test (0: all)"
+    )
+    ap.add_argument(
+        "--folds", type=int, default=0, help="cross-fitting folds by article (0: one per article)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="keep the model's answers here (re-runs skip the model)")
+    ap.add_argument("--out", default="bench/results/calibration")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.cache) if args.cache else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    backend = load_backend(args.model, backend="torch", device="cpu", dtype="fp32")
+    tokenizer = load_tokenizer(args.model)
+    config = QAConfig.from_model_dir(args.model)
+    mode = config.span_scoring
+    rows = load_examples(args.eval_file)
+    titles = list(rows["title"])
+    n_folds = args.folds or len(set(titles))
+
+    examples = [Example(q, c) for q, c in zip(rows["question"], rows["context"])]
+    preds, seconds = answer_all(backend, tokenizer, examples, config, cache, "single")
+    x = np.stack([answer_features(p, p.best, mode, p.windows, c) for p, c in zip(preds, rows["context"])])
+    score = np.array([p.best["score"] for p in preds])
+    ok = np.array([exact(p.best["answer"], a["text"]) for p, a in zip(preds, rows["answers"])])
+    table, curves = calibration_table(x, score, ok, titles, mode, n_folds)
+    coef = Calibrator.fit(x, ok, mode, isotonic=False)
+
+    cols = [
+        Column("confidence", "confidence", align="left"),
+        Column("mean_confidence", "mean", ".3f"),
+        Column("accuracy", "EM", PCT),
+        Column("ece", "ECE (15 bins)", ".3f"),
+        Column("aurc", "AURC", ".4f"),
+        Column("coverage@80", "coverage @80%", PCT),
+        Column("coverage@90", "coverage @90%", PCT),
+        Column("coverage@95", "coverage @95%", PCT),
+    ]
+    cpu = f"{cpu_model()}, {available_cpus()} CPUs (shared)"
+    head = (
+        f"Model `{args.model}` ({mode} span scoring), {len(ok)} held-out questions of {len(set(titles))} "
+        f"articles; calibrators cross-fitted over {n_folds} folds by article (each question scored by a "
+        f"calibrator fitted on other articles). {len(ok)} questions answered in {seconds:.0f} s. CPU: {cpu}."
+    )
+    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(FEATURES, coef.coef))
+    report = [
+        head,
+        "",
+        markdown_table(table, cols),
+        "",
+        f"Standardized logistic weights (all questions): {weights}.",
+    ]
+    plot_reliability(curves, out / "reliability.png")
+    plot_risk_coverage(curves, out / "risk_coverage.png")
+
+    ptable, note = passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache)
+    pcols = [
+        Column("how", "answering", align="left"),
+        Column("em", "EM", PCT),
+        Column("ratio", "EM / gold-alone EM", ".3f"),
+        Column("ece", "ECE of probability", ".3f"),
+        Column("aurc", "AURC", ".4f"),
+        Column("coverage@80", "coverage @80%", PCT),
+        Column("seconds", "seconds", ".0f"),
+    ]
+    report += ["", note, "", markdown_table(ptable, pcols)]
+    text = "\n".join(report)
+    print(text)
+    (out / "calibration.md").write_text(text + "\n")
+    payload = {"head": head, "calibration": table, "passages": ptable, "passages_note": note}
+    (out / "calibration.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
