@@ -199,3 +199,10 @@ def test_served_answers_equal_pipeline_answers(served_dirs, mode):
         assert status == 200
         want = pipe(**req)
         assert_same_answers(body, want)
+
+
+def test_docs_options_table_is_the_code_table():
+    from qa_serving.core.options import markdown_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "options.md").read_text()
+    assert markdown_table() in doc, "regenerate the table in docs/options.md (see the line above it)"
