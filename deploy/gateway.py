@@ -187,7 +187,11 @@ class Gateway(BaseHTTPRequestHandler):
 
     def _refuse(self) -> None:
         """503 + Retry-After without touching TorchServe: shutting down, or too many requests in flight."""
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length <= MAX_BODY:
+            self.rfile.read(length)  # so the connection can carry the next request
+        else:
+            self.close_connection = True
         server = self.server
         why = (
             "the server is shutting down; retry on another replica"

@@ -94,6 +94,53 @@ def test_full_queue_deadline_and_drain():
     _run(main())
 
 
+def test_the_kserve_manifests_run_this_runtime_with_valid_flags():
+    yaml = pytest.importorskip("yaml")
+    from qa_serving.cli.main import build_parser
+    from qa_serving.serving.settings import SETTINGS
+
+    for name in ("qa-runtime.yaml", "qa-runtime-canary.yaml"):
+        service = yaml.safe_load((REPO_ROOT / "deploy" / "kserve" / name).read_text())
+        predictor = service["spec"]["predictor"]
+        [container] = predictor["containers"]
+        assert container["command"][:3] == ["tini", "--", "qa-serving"]
+        args = build_parser().parse_args([*container["command"][3:], *container["args"]])
+        assert (args.engine, args.model, args.host) == ("kserve", "/mnt/models", "0.0.0.0")
+        assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": args.http_port}
+        assert container["ports"][0]["containerPort"] == args.http_port
+        assert predictor["batcher"]["maxBatchSize"] <= SETTINGS["max_examples"].default
+        assert args.grace_s < 30 and predictor["timeout"] > args.deadline_s  # pod grace, Knative timeout
+    old = (REPO_ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text()
+    assert "kserve/kserve#5638" in old.split("apiVersion")[0]  # the TorchServe runtime's upstream status
+
+
+def test_v2_body_reads_grpc_contents_raw_contents_and_parameters():
+    pytest.importorskip("kserve", reason="kserve is not installed (pip install 'qa-serving[kserve]')")
+    import numpy as np
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.infer_type import InferRequest, serialize_byte_tensor
+
+    from qa_serving.serving.kserve_runtime import v2_body
+
+    def tensor(name, values, raw=False):
+        contents = None if raw else pb.InferTensorContents(bytes_contents=[v.encode() for v in values])
+        return pb.ModelInferRequest.InferInputTensor(name=name, datatype="BYTES", shape=[len(values)],
+                                                     contents=contents)  # fmt: skip
+
+    params = {"max_answer_len": pb.InferParameter(int64_param=5)}
+    request = pb.ModelInferRequest(model_name="m", id="x", inputs=[tensor("question", ["Who?"]),
+                                   tensor("context", ["Ada did."])], parameters=params)  # fmt: skip
+    body = v2_body(InferRequest.from_grpc(request))
+    assert body["id"] == "x" and body["parameters"] == {"max_answer_len": 5}
+    assert [(t["name"], [bytes(d).decode() for d in t["data"]]) for t in body["inputs"]] == [
+        ("question", ["Who?"]), ("context", ["Ada did."])]  # fmt: skip
+    raw = [serialize_byte_tensor(np.array([v.encode()], dtype=np.object_)).item() for v in ("Who?", "Ada did.")]
+    request = pb.ModelInferRequest(model_name="m", inputs=[tensor("question", ["Who?"], raw=True),
+                                   tensor("context", ["Ada did."], raw=True)], raw_input_contents=raw)  # fmt: skip
+    body = v2_body(InferRequest.from_grpc(request))
+    assert [[bytes(d).decode() for d in t["data"]] for t in body["inputs"]] == [["Who?"], ["Ada did."]]
+
+
 # --- real servers --------------------------------------------------------------------------------------
 
 
@@ -202,6 +249,10 @@ def test_json_on_the_v1_path_matches_the_pipeline(runtime, reference):
     want.append(reference(question=QUESTIONS[1], context=LONG, top_k=2))
     assert reply.status_code == 200 and len(reply.json()) == 4
     assert_same_answers(reply.json(), want)
+    # KServe's v1 envelope (what KServe's batcher sidecar sends): instances in, predictions out.
+    reply = post(url, {"instances": items})
+    assert reply.status_code == 200 and list(reply.json()) == ["predictions"]
+    assert_same_answers(reply.json()["predictions"], want)
 
 
 def test_v2_rest_matches_the_pipeline(runtime, reference):

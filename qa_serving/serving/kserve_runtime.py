@@ -7,7 +7,8 @@ same bodies as the TorchServe handler through the same object, :class:`~qa_servi
 
 - Open Inference Protocol v2 over REST (``/v2/models/<name>/infer``) and gRPC (KServe's servicer):
   BYTES inputs ``question`` and ``context``, optional ``parameters``; outputs answer, score, start, end.
-- The project's JSON body on KServe's v1 path, ``POST /v1/models/<name>:predict``.
+- The project's JSON body on KServe's v1 path, ``POST /v1/models/<name>:predict``; also KServe's v1
+  envelope ``{"instances": [...]}`` -> ``{"predictions": [...]}``, what KServe's batcher sidecar sends.
 - Concurrent requests share forward passes (:class:`~qa_serving.serving.batcher.RequestBatcher`:
   ``batch_size``, ``max_batch_delay_ms``), a bounded queue (``job_queue_size``: 503 + ``Retry-After``),
   a deadline per request (``deadline_s``: 504).
@@ -107,8 +108,8 @@ def v2_body(request: InferRequest) -> dict:
     inputs = []
     for tensor in request.inputs:
         data = tensor.data
-        if data is None and getattr(tensor, "_raw_data", None) is not None:
-            data = [x for x in tensor.as_numpy().reshape(-1).tolist()]  # gRPC raw_input_contents
+        if getattr(tensor, "_raw_data", None) is not None:  # gRPC raw_input_contents
+            data = tensor.as_numpy().reshape(-1).tolist()
         inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
                        "data": list(data) if data is not None else None})  # fmt: skip
     body: dict[str, Any] = {"inputs": inputs}
@@ -167,7 +168,12 @@ class QAModel(kserve.Model):
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         v2 = isinstance(payload, InferRequest)
-        request = self.service.parse(v2_body(payload) if v2 else payload)
+        # KServe's v1 envelope, {"instances": [{question, context}, ...]} -> {"predictions": [...]}: what
+        # KServe's batcher sidecar sends (it concatenates the instances of several clients' requests).
+        instances = not v2 and isinstance(payload, dict) and set(payload) == {"instances"}
+        request = self.service.parse(
+            v2_body(payload) if v2 else payload["instances"] if instances else payload
+        )
         if request.error is not None:
             raise ServingError(request.error.status, request.error.body())
         QUEUE.labels(self.name).set(self.batcher.waiting)
@@ -181,7 +187,7 @@ class QAModel(kserve.Model):
         if v2:
             # KServe's v2 response model requires an id; TorchServe's v2 body omits it when none was sent.
             return InferResponse.from_rest({**body, "id": body.get("id") or generate_uuid()})
-        return body
+        return {"predictions": body} if instances else body
 
     def drain(self) -> None:
         """SIGTERM: readiness false, new requests 503; those already taken are still answered."""
@@ -225,7 +231,7 @@ class QAModelServer(kserve.ModelServer):
             problems = "; ".join(
                 f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in err.errors()
             )
-            body = {"error": f"not a valid v2 inference request: {problems}", "status": 400}
+            body = {"error": f"not a valid request body: {problems}", "status": 400}
             return JSONResponse(body, status_code=400)
 
         async def too_deep(_: Request, err: RecursionError) -> JSONResponse:
