@@ -350,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 503, in s (default: 1)")
     p.add_argument(
+        "--accept-window",
+        type=float,
+        default=ACCEPT_WINDOW_S,
+        help=f"s after SIGTERM of 503 answers before the listener closes (default: {ACCEPT_WINDOW_S:g})",
+    )
+    p.add_argument(
         "--key-file", default=os.environ.get("QA_API_KEY_FILE"), help="file holding the client key"
     )
     p.add_argument("--no-auth", action="store_true", help="accept requests without a key (debugging only)")
@@ -361,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     server = make_server(args.listen, upstream, key, args.max_in_flight, args.retry_after)
     drained = threading.Event()
 
+    def drain() -> None:
+        server.drain(args.grace, args.accept_window)
+        drained.set()
+
     def on_sigterm(*_) -> None:
         if not server.draining:
-            threading.Thread(target=lambda: (server.drain(args.grace), drained.set()), daemon=True).start()
+            threading.Thread(target=drain, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.watch:
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     if server.draining:
-        drained.wait(args.grace + ACCEPT_WINDOW_S + 5)
+        drained.wait(args.grace + args.accept_window + 5)
     server.server_close()
     return server.exit_code
 

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from conftest import REPO_ROOT
@@ -35,9 +36,10 @@ def load_gateway():
 
 class FakeTorchServe(BaseHTTPRequestHandler):
     """``/predictions/full``: TorchServe's 503 for a full job queue; ``/predictions/slow``: 200 after 0.8 s;
-    anything else: 200 at once. No keys (TorchServe with --disable-token-auth)."""
+    anything else: 200 at once. No keys (TorchServe with --disable-token-auth). Counts slow requests."""
 
     protocol_version = "HTTP/1.1"
+    slow_seen: ClassVar[list] = []  # one item per slow request (list.append is atomic across threads)
 
     def do_GET(self):
         self._send(200, {"status": "Healthy"})
@@ -48,6 +50,7 @@ class FakeTorchServe(BaseHTTPRequestHandler):
             return self._send(503, {"code": 503, "type": "ServiceUnavailableException",
                                     "message": 'Model "qa" has no worker to serve inference request.'})  # fmt: skip
         if self.path == "/predictions/slow":
+            FakeTorchServe.slow_seen.append(self.path)
             time.sleep(0.8)
         self._send(200, {"answer": "Ada"})
 
@@ -128,7 +131,8 @@ def test_sigterm_answers_the_requests_taken_and_exits_0(upstream, tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "deploy" / "gateway.py"), "--no-auth", "--listen", f"127.0.0.1:{port}",
-         "--inference", upstream, "--management", upstream, "--run-dir", str(tmp_path), "--grace", "10"],
+         "--inference", upstream, "--management", upstream, "--run-dir", str(tmp_path), "--grace", "10",
+         "--accept-window", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -146,12 +150,16 @@ def test_sigterm_answers_the_requests_taken_and_exits_0(upstream, tmp_path):
             except requests.RequestException as err:
                 results[i] = err
 
+        FakeTorchServe.slow_seen.clear()
         threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        end = time.monotonic() + 20
+        while len(FakeTorchServe.slow_seen) < 12 and time.monotonic() < end:  # all 12 taken by the gateway
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
+        while requests.get(f"{url}/ping", timeout=10).status_code == 200:  # until the signal is handled
+            time.sleep(0.01)
         late = requests.post(f"{url}/predictions/qa", json={}, timeout=10)
         assert late.status_code == 503 and late.headers["Retry-After"] == "1"
         assert "shutting down" in late.json()["error"]

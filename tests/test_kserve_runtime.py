@@ -134,7 +134,9 @@ def test_v2_body_reads_grpc_contents_raw_contents_and_parameters():
     assert body["id"] == "x" and body["parameters"] == {"max_answer_len": 5}
     assert [(t["name"], [bytes(d).decode() for d in t["data"]]) for t in body["inputs"]] == [
         ("question", ["Who?"]), ("context", ["Ada did."])]  # fmt: skip
-    raw = [serialize_byte_tensor(np.array([v.encode()], dtype=np.object_)).item() for v in ("Who?", "Ada did.")]
+    raw = [
+        serialize_byte_tensor(np.array([v.encode()], dtype=np.object_)).item() for v in ("Who?", "Ada did.")
+    ]
     request = pb.ModelInferRequest(model_name="m", inputs=[tensor("question", ["Who?"], raw=True),
                                    tensor("context", ["Ada did."], raw=True)], raw_input_contents=raw)  # fmt: skip
     body = v2_body(InferRequest.from_grpc(request))
@@ -158,7 +160,7 @@ class Runtime:
         cmd = [sys.executable, "-m", "qa_serving.cli.main", "serve", "--engine", "kserve", "--model",
                str(model_dir), "--name", "tiny", "--http-port", str(self.http), "--grpc-port", str(self.grpc),
                "--threads", "1", *flags]  # fmt: skip
-        env = {**os.environ, "QA_MAX_CONTEXT_CHARS": "5000"}
+        env = {**os.environ, "QA_MAX_CONTEXT_CHARS": "5000", "QA_ACCEPT_WINDOW_S": "3"}
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.http}"
@@ -340,7 +342,7 @@ def test_health_metrics_and_openapi(runtime):
     assert requests.get(f"{runtime.url}/v2/health/ready", timeout=10).json() == {"ready": True}
     assert requests.get(f"{runtime.url}/v2/models/tiny/ready", timeout=10).status_code == 200
     spec = requests.get(f"{runtime.url}/v1/models/tiny/openapi.json", timeout=10).json()
-    assert spec == openapi_spec() == json.loads((REPO_ROOT / "docs" / "openapi.json").read_text())
+    assert spec == openapi_spec()  # served = generated from the options table
     assert (REPO_ROOT / "docs" / "openapi.json").read_text() == openapi_text(), (
         "docs/openapi.json is stale: python -m qa_serving.serving.openapi > docs/openapi.json"
     )
@@ -381,6 +383,8 @@ def test_sigterm_during_a_burst_answers_every_request_and_exits_0(runtime):
         t.start()
     time.sleep(0.15)
     runtime.proc.send_signal(signal.SIGTERM)
+    while requests.get(f"{runtime.url}/v2/health/ready", timeout=30).status_code == 200:  # signal handled
+        time.sleep(0.01)
     late = post(f"{runtime.url}/v1/models/tiny:predict", {"question": "Who?", "context": TEXTS[0]})
     assert late.status_code == 503 and late.headers["Retry-After"] and "shutting down" in late.json()["error"]
     for t in threads:

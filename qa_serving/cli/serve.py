@@ -153,7 +153,9 @@ def _run_archive(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     if args.engine == "kserve":
         return _run_kserve(args)
-    kserve_only = [f for f in ("model", "job_queue_size", "deadline_s", "grace_s") if getattr(args, f) is not None]
+    kserve_only = [
+        f for f in ("model", "job_queue_size", "deadline_s", "grace_s") if getattr(args, f) is not None
+    ]
     if kserve_only:
         raise QAError(
             f"{', '.join(kserve_only)}: flags of --engine kserve. TorchServe serves archives (--store, --models); "
