@@ -4,13 +4,15 @@ The key checks, key renewal and the plain 504 are in tests/test_scaleout.py; her
 queue full) comes back as a JSON error with Retry-After; more requests than ``--max-in-flight`` get 503 +
 Retry-After without reaching TorchServe; the deadline counts the whole request; SIGTERM to the real
 gateway process during a burst: every request taken is answered 200, a newcomer gets 503 + Retry-After,
-the process exits 0.
+the process exits 0. With a real TorchServe (marker ``serve``): an archive with ``jobQueueSize`` 1 under a
+burst answers some requests 503, and the gateway adds Retry-After.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,3 +175,40 @@ def test_sigterm_answers_the_requests_taken_and_exits_0(upstream, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.serve
+def test_a_real_torchserve_with_a_full_job_queue_answers_503_with_retry_after_through_the_gateway(tmp_path):
+    """The archive's jobQueueSize reaches TorchServe 0.12 (model-config.yaml), and its 503 comes back
+    through the gateway as a JSON error with Retry-After; the other requests are answered."""
+    pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-serving[serve]')")
+    pytest.importorskip("model_archiver", reason="torch-model-archiver is not installed")
+    if shutil.which("java") is None:
+        pytest.skip("TorchServe needs Java 17 (no `java` on PATH)")
+    from conftest import save_tiny_span_model
+
+    from qa_serving.serving import Ports, build_archive, start_server
+
+    text = "Shakespeare wrote Hamlet in 1600 while living in London. " * 30  # several windows
+    model_dir = save_tiny_span_model(tmp_path / "model", [text])
+    archive = build_archive(model_dir=model_dir, name="tiny", store=tmp_path / "store", batch_size=1,
+                            max_batch_delay_ms=0, workers=1, job_queue_size=1, threads=1)  # fmt: skip
+    server = start_server(store=archive.parent, models=["tiny"], run_dir=tmp_path / "run", ports=Ports.free(),
+                          timeout=180, token_auth=False)  # fmt: skip
+    address = f"127.0.0.1:{server.ports.inference}"
+    proxy, url = None, None
+    try:
+        proxy, url = in_thread_gateway(address, tmp_path, deadline=60.0)
+        body = [{"question": "Who wrote Hamlet?", "context": text}] * 8
+        with ThreadPoolExecutor(24) as pool:
+            replies = list(pool.map(lambda _: requests.post(f"{url}/predictions/tiny", json=body, timeout=60),
+                                    range(24)))  # fmt: skip
+        statuses = [r.status_code for r in replies]
+        assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+        full = next(r for r in replies if r.status_code == 503)
+        assert full.headers["Retry-After"] == "1" and full.json()["status"] == 503
+        assert "at capacity" in full.json()["error"]
+    finally:
+        if proxy is not None:
+            proxy.shutdown()
+        server.stop()
