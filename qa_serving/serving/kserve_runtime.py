@@ -207,6 +207,11 @@ class QAModelServer(kserve.ModelServer):
         super().__init__(**kwargs)
         self.model, self.host = model, host
         self._stopping = False
+
+        async def ready() -> bool:  # KServe's REST /v2/health/ready and gRPC ServerReady both ask this
+            return model.ready and not model.draining
+
+        self.dataplane.ready = ready
         self._routes()
 
     def _routes(self) -> None:
@@ -215,12 +220,6 @@ class QAModelServer(kserve.ModelServer):
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse
         from kserve.model_server import app
-
-        model = self.model
-
-        async def ready() -> JSONResponse:
-            ok = model.ready and not model.draining
-            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
         async def openapi(model_name: str) -> JSONResponse:
             from qa_serving.serving.openapi import openapi_spec
@@ -241,7 +240,6 @@ class QAModelServer(kserve.ModelServer):
             body = {"error": "the request body is nested too deeply (JSON objects/lists)", "status": 400}
             return JSONResponse(body, status_code=400)
 
-        app.add_api_route("/v2/health/ready", ready, methods=["GET"])
         app.add_api_route("/v1/models/{model_name}/openapi.json", openapi, methods=["GET"])
         app.add_exception_handler(ServingError, serving_error)
         app.add_exception_handler(RecursionError, too_deep)
