@@ -64,7 +64,8 @@ def test_passages_rank_by_logits_across_passages(loaded, model_dir, questions):
     for question, passages in questions:
         alone = answer(backend, tokenizer, [(question, p) for p in passages], config)
         best = max(range(len(passages)), key=lambda k: _logit(alone[k].nbest[0]))
-        multi = answer(backend, tokenizer, [Example(question, "", {"top_k": 3}, tuple(passages))], config)[0]
+        options = {"top_k": 3, "passage_match_weight": 0.0}  # logits alone
+        multi = answer(backend, tokenizer, [Example(question, "", options, tuple(passages))], config)[0]
         top = multi.answers[0]
         assert top["passage"] == best
         assert (top["start"], top["end"]) == (alone[best].best["start"], alone[best].best["end"])
@@ -73,6 +74,41 @@ def test_passages_rank_by_logits_across_passages(loaded, model_dir, questions):
         for a in multi.answers:
             assert a["answer"] == passages[a["passage"]][a["start"] : a["end"]]
         assert "probability" not in top  # no calibrator: stock keys (plus passage)
+
+
+def test_passage_match_adds_to_the_logits_of_its_spans(loaded, model_dir, questions):
+    from qa_serving.core.passages import passage_match
+
+    backend, tokenizer = loaded
+    config = QAConfig.from_model_dir(model_dir)
+    question, passages = questions[0]
+    match = passage_match(question, passages)
+    plain = answer(
+        backend, tokenizer, [Example(question, "", {"passage_match_weight": 0.0}, tuple(passages))], config
+    )[0]
+    weighted = answer(
+        backend, tokenizer, [Example(question, "", {"passage_match_weight": 1000.0}, tuple(passages))], config
+    )[0]
+    assert weighted.answers[0]["passage"] == int(np.argmax(match))  # a huge weight: the best-matching passage
+    assert plain.nbest[0].score == pytest.approx(_logit(plain.nbest[0]))
+    top = weighted.nbest[0]
+    assert top.score == pytest.approx(_logit(top) + 1000.0 * match[top.passage])
+    # One passage: no bonus, the single-passage answer.
+    one = answer(backend, tokenizer, [Example(question, "", {}, (passages[0],))], config)[0]
+    alone = answer(backend, tokenizer, [(question, passages[0])], config)[0]
+    assert [(a["answer"], a["start"]) for a in one.answers] == [
+        (a["answer"], a["start"]) for a in alone.answers
+    ]
+
+
+def test_passage_match_golden():
+    from qa_serving.core.passages import passage_match
+
+    np.testing.assert_allclose(
+        passage_match("built by whom", ["The bridge was built by Ada.", "Rain."]), [1, 0]
+    )
+    np.testing.assert_allclose(passage_match("x", ["a b", "c"]), [0, 0])  # no question word anywhere
+    np.testing.assert_allclose(passage_match("누가 다리를", ["누가 다리를 지었나", "비"]), [1, 0])
 
 
 def test_windows_of_all_passages_share_batches(loaded, model_dir, questions):
@@ -123,7 +159,8 @@ def test_calibrated_pipeline_probability_and_abstention(tmp_path, questions, mod
     if mode == "pipeline":  # stock scores do not compare across passages: ranked by probability
         assert [a["probability"] for a in multi] == sorted((a["probability"] for a in multi), reverse=True)
 
-    p = got[0]["probability"]
+    # ("pipeline" mode: the stock candidate pool, hence the n-best features, grows with top_k)
+    p = qa(question=question, context=passages[0])["probability"]
     abstain = qa(question=question, context=passages[0], min_probability=min(p + 1e-6, 1.0))
     assert (abstain["answer"], abstain["start"], abstain["end"]) == ("", 0, 0)
     assert abstain["probability"] == pytest.approx(p)
@@ -182,8 +219,12 @@ def test_served_json_and_v2_carry_passages_and_probability(tmp_path, questions):
     plain = QAService.load(folder)
     [(status, body)] = plain.handle([{"question": question, "context": passages[0]}])
     assert status == 200 and set(body) == {"answer", "score", "start", "end"}  # stock keys, no probability
-    v2 = {"inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]},
-                     {"name": "context", "datatype": "BYTES", "shape": [1], "data": [passages[0]]}]}
+    v2 = {
+        "inputs": [
+            {"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]},
+            {"name": "context", "datatype": "BYTES", "shape": [1], "data": [passages[0]]},
+        ]
+    }
     [(status, body)] = plain.handle([v2])
     assert [o["name"] for o in body["outputs"]] == ["answer", "score", "start", "end"]
     [(status, body)] = plain.handle([{**v2, "outputs": [{"name": "probability"}]}])
@@ -200,11 +241,17 @@ def test_served_json_and_v2_carry_passages_and_probability(tmp_path, questions):
 
     ragged = [passages, passages[:2]]
     width = max(map(len, ragged))
-    v2 = {"inputs": [
-        {"name": "question", "datatype": "BYTES", "shape": [2], "data": [question, question]},
-        {"name": "passages", "datatype": "BYTES", "shape": [2, width],
-         "data": [p for row in ragged for p in row + [""] * (width - len(row))]},
-    ]}
+    v2 = {
+        "inputs": [
+            {"name": "question", "datatype": "BYTES", "shape": [2], "data": [question, question]},
+            {
+                "name": "passages",
+                "datatype": "BYTES",
+                "shape": [2, width],
+                "data": [p for row in ragged for p in row + [""] * (width - len(row))],
+            },
+        ]
+    }
     [(status, body)] = service.handle([v2])
     assert status == 200
     out = {o["name"]: o for o in body["outputs"]}

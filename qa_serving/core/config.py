@@ -56,6 +56,7 @@ class QAConfig:
     span_scoring: str = _option("span_scoring")
     max_padding: float = _option("max_padding")
     min_probability: float = _option("min_probability")
+    passage_match_weight: float = _option("passage_match_weight")
     # The model's qa_calibrator.json, read by from_model_dir: not a setting (never saved in qa_config.json,
     # no CLI flag), but it travels with the config so every door's core call adds ``probability``.
     calibrator: Calibrator | None = field(

@@ -117,6 +117,12 @@ OPTIONS: dict[str, Option] = {
             "exactly right is below this (0: never abstain). Applied after handle_impossible_answer.",
             0.0, 1.0, field="min_probability", per_example=True,
         ),
+        Option(
+            "passage_match_weight", float, 8.0,
+            "'squad' mode, several passages per question: added to a span's start + end logit per unit of "
+            "its passage's match with the question (IDF-weighted share of the question's words, 0..1).",
+            0.0, 1000.0, field="passage_match_weight", per_example=True,
+        ),
         # --- per call: windowing and batching ---
         Option(
             "max_seq_len", int, 384, "Tokens per window (question + context + special tokens).", 8, 100_000,

@@ -368,6 +368,7 @@ def postprocess_example(
     context: str | Sequence[str],
     *,
     window_passage: Sequence[int] | None = None,
+    passage_bonus: Sequence[float] | None = None,
     n_best_size: int = 20,
     max_answer_len: int = 30,
     top_k: int = 1,
@@ -382,6 +383,8 @@ def postprocess_example(
     ``context`` may be a sequence of passages, ``window_passage[w]`` the passage of window ``w``: the
     passages are more windows of one question (spans compared by start + end logit across all of them),
     answers carry a ``"passage"`` index, and one text found in several passages is one answer (its best).
+    ``passage_bonus[p]``: added to the ranking score of every span of passage ``p``
+    (:mod:`qa_serving.core.passages`).
     """
     multi = not isinstance(context, str)
     spans: list[tuple[np.ndarray, ...]] = []
@@ -396,6 +399,8 @@ def postprocess_example(
         start = np.asarray(start, dtype=np.float64)
         end = np.asarray(end, dtype=np.float64)
         s, e, score = window_candidates(start, end, offs, n_best_size, max_answer_len)
+        if multi and passage_bonus is not None:
+            score = score + passage_bonus[window_passage[w]]
         spans.append((score, start[s], end[e], offs[s, 0], offs[e, 1], np.full(s.size, w), s, e))
         passage_of.append(int(window_passage[w]) if multi else 0)
         window_null = start[cls] + end[cls]
@@ -480,12 +485,14 @@ def postprocess(
     contexts: Sequence[str | Sequence[str]],
     answerable: Sequence[np.ndarray] | None = None,
     window_passage: np.ndarray | None = None,
+    passage_bonus: Sequence[Sequence[float] | None] | None = None,
     **settings,
 ) -> list[Prediction]:
     """``"squad"`` answers for every example; windows are grouped by ``example_index`` (any order).
 
     ``settings`` are :func:`postprocess_example`'s keyword arguments; ``contexts[e]`` may be a sequence of
-    passages, ``window_passage`` then says which passage each window reads.
+    passages, ``window_passage`` then says which passage each window reads, ``passage_bonus[e]`` what
+    its spans get added per passage.
     """
     example_index = np.asarray(example_index)
     order = np.argsort(example_index, kind="stable")
@@ -503,6 +510,7 @@ def postprocess(
                 [int(cls_index[i]) for i in idx],
                 context,
                 window_passage=[int(window_passage[i]) for i in idx] if window_passage is not None else None,
+                passage_bonus=passage_bonus[ex] if passage_bonus is not None else None,
                 answerable=[answerable[i] for i in idx] if answerable is not None else None,
                 **settings,
             )
