@@ -229,12 +229,16 @@ def answers_per_example(
     (``config.calibrator``) every answer gets its ``probability`` and ``min_probability`` applies."""
     groups: dict[tuple, list[int]] = {}
     for i, ex in enumerate(examples):
-        groups.setdefault(tuple(sorted(ex.options.items())), []).append(i)
+        groups.setdefault((ex.passages is not None, tuple(sorted(ex.options.items()))), []).append(i)
     out: list[Prediction | None] = [None] * len(examples)
-    for key, ids in groups.items():
+    for (multi, key), ids in groups.items():
         options = dict(key)
         top_k = options.pop("top_k", 1)
         group_config = config.with_options(options) if options else config
+        calibrator = _calibrator_for(group_config)
+        # Over several passages a calibrated model ranks answers by probability: among a pool of at least
+        # RERANK_POOL, so the top answer does not depend on top_k.
+        pool = max(top_k, RERANK_POOL) if multi and calibrator is not None else top_k
         subset, windows = features.select(ids)
         padded = None if padded_length is None else np.asarray(padded_length)[windows]
         predictions = answers_from_logits(
@@ -243,12 +247,11 @@ def answers_per_example(
             [ends[w] for w in windows],
             [examples[i].text for i in ids],
             group_config,
-            top_k,
+            pool,
             padded_length=padded,
             passage_bonus=[_passage_bonus(examples[i], group_config) for i in ids],
         )
         counts = np.bincount(subset.example_index, minlength=len(ids))
-        calibrator = _calibrator_for(group_config)
         for i, prediction, count in zip(ids, predictions, counts.tolist()):
             prediction.windows = count
             if calibrator is not None:
@@ -258,11 +261,16 @@ def answers_per_example(
                     count,
                     examples[i].text,
                     min_probability=group_config.min_probability,
-                    # Stock scores do not compare across passages; probabilities do.
-                    rank=group_config.span_scoring == "pipeline" and examples[i].passages is not None,
+                    # Measured better than logits + passage match alone (bench/calibration.py); stock
+                    # scores do not compare across passages at all.
+                    rank=multi,
                 )
+                prediction.answers = prediction.answers[:top_k]
             out[i] = prediction
     return out  # type: ignore[return-value]
+
+
+RERANK_POOL = 5  # answers re-ranked by probability over several passages (the pool bench/calibration.py measured)
 
 
 def _passage_bonus(example: Example, config: QAConfig) -> np.ndarray | None:
