@@ -14,7 +14,10 @@ score in ``"pipeline"`` mode, where postprocess keeps no logits):
 - ``null_gap``: strength minus the no-answer (CLS) strength, the weakest over windows;
 - ``log_windows``: log of the number of windows; ``log_words``: log(1 + words in the answer);
   ``has_digit``: the answer holds a digit (dates and numbers are answered more reliably);
-- ``is_null``: the answer is the empty (no-answer) one.
+- ``is_null``: the answer is the empty (no-answer) one;
+- ``log_score_sq``, ``strength_sq``, ``share_sq``, ``log_score_x_share``: squares and a product, since the
+  chance of being right is not logistic-linear in those (measured on held-out articles: a logistic fit of
+  the log score alone has ECE 0.06; these terms lower both the calibrator's ECE and its AURC).
 
 Model: logistic regression on standardized features (L2, Newton steps): a handful of numbers saved as
 JSON (:data:`CALIBRATOR_NAME`, no pickle). An isotonic step on its output (pool-adjacent-violators) is
@@ -55,6 +58,10 @@ FEATURES = (
     "log_words",
     "has_digit",
     "is_null",
+    "log_score_sq",
+    "strength_sq",
+    "share_sq",
+    "log_score_x_share",
 )
 CAP = 20.0  # margins and gaps beyond this say nothing more (and a lone candidate has no rival)
 NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}
@@ -119,9 +126,10 @@ def answer_features(
     dist = np.asarray([p for p in probs if p > 0], dtype=np.float64)
     entropy = float(-(dist * np.log(dist)).sum()) if dist.size else 0.0
     null_gap = own - null_strength if null_strength is not None else CAP
+    log_score = math.log(max(float(answer["score"]), 1e-12))
     return np.array(
         [
-            math.log(max(float(answer["score"]), 1e-12)),
+            log_score,
             own,
             same,
             overlap,
@@ -132,6 +140,10 @@ def answer_features(
             math.log1p(len(answer["answer"].split())),
             float(any(ch.isdigit() for ch in answer["answer"])),
             float(is_null),
+            log_score**2,
+            own**2,
+            same**2,
+            log_score * same,
         ]
     )
 
