@@ -270,7 +270,8 @@ def answers_per_example(
     return out  # type: ignore[return-value]
 
 
-RERANK_POOL = 5  # answers re-ranked by probability over several passages (the pool bench/calibration.py measured)
+# Answers re-ranked by probability over several passages (the pool bench/calibration.py measured).
+RERANK_POOL = 5
 
 
 def _passage_bonus(example: Example, config: QAConfig) -> np.ndarray | None:
