@@ -276,7 +276,7 @@ def format_summary(s: dict) -> str:
     if cal and cal.get("cross_fitted_folds"):
         for name in ("score", "probability"):
             rows.append((
-                f"{name} (held-out, cross-fitted by article)",
+                f"{name} (held-out articles{', cross-fitted' if name == 'probability' else ''})",
                 f"ECE {cal[f'{name}_ece']:.3f}, AURC {cal[f'{name}_aurc']:.3f}, answers at 80%/90% precision: "
                 f"{100 * cal[f'{name}_coverage@80']:.0f}%/{100 * cal[f'{name}_coverage@90']:.0f}%",
             ))
