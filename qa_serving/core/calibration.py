@@ -214,6 +214,8 @@ class Calibrator:
     intercept: float
     iso_x: np.ndarray | None = None
     iso_y: np.ndarray | None = None
+    low: np.ndarray | None = None  # the range of each feature seen in fitting: inputs are clipped to it
+    high: np.ndarray | None = None
     features: tuple[str, ...] = FEATURES
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -242,12 +244,17 @@ class Calibrator:
         scale[scale < 1e-9] = 1.0  # a constant feature (e.g. is_null without SQuAD v2) gets weight ~0
         coef, intercept = fit_logistic((x - mean) / scale, y, l2=l2)
         out = cls(span_scoring, mean, scale, coef, intercept, info=dict(info or {}))
+        out.low, out.high = x.min(axis=0), x.max(axis=0)
         if isotonic:
             out.iso_x, out.iso_y = fit_isotonic(out._logistic(x), y)
         out.info.update(questions=len(y), accuracy=float(y.mean()))
         return out
 
     def _logistic(self, x: np.ndarray) -> np.ndarray:
+        if self.low is not None:
+            # No extrapolation (the squared terms would run away): e.g. answers over many passages have
+            # feature values no single-passage fitting question had.
+            x = np.clip(x, self.low, self.high)
         return _sigmoid(((x - self.mean) / self.scale) @ self.coef + self.intercept)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -268,6 +275,8 @@ class Calibrator:
             "coef": self.coef.tolist(),
             "intercept": self.intercept,
             "isotonic": iso,
+            "low": None if self.low is None else self.low.tolist(),
+            "high": None if self.high is None else self.high.tolist(),
             "info": self.info,
         }
 
@@ -291,6 +300,8 @@ class Calibrator:
             float(data["intercept"]),
             None if iso is None else np.asarray(iso["x"], dtype=np.float64),
             None if iso is None else np.asarray(iso["y"], dtype=np.float64),
+            None if data.get("low") is None else np.asarray(data["low"], dtype=np.float64),
+            None if data.get("high") is None else np.asarray(data["high"], dtype=np.float64),
             info=dict(data.get("info", {})),
         )
 
