@@ -225,7 +225,7 @@ def processes_of(run_dir: Path) -> list[int]:
 def test_a_model_that_cannot_load_fails_the_start_fast_and_cleanly(root, model_dir):
     # fp16 on CPU is refused at load: the worker dies, start_server reports why and stops TorchServe.
     store = root / "broken_store"
-    build_archive(model_dir=model_dir, name="broken", store=store, dtype="fp16", device="cpu")
+    build_archive(model_dir=model_dir, name="broken", store=store, precision="fp16", device="cpu")
     with pytest.raises(QAError, match="failed to load") as err:
         start_server(store=store, models=["broken"], run_dir=root / "broken_run", ports=Ports.free(), timeout=120)
     assert "fp16 inference needs a GPU" in str(err.value)
