@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -124,12 +124,14 @@ def test_one_bad_value_one_wording_at_every_door(model_and_tokenizer, bad, messa
     with pytest.raises(QAError) as err:  # model-config.yaml's handler: {options: {...}}
         HandlerSettings.resolve({"options": bad}, env={})
     assert str(err.value) == f"handler.options: {message}"
-    (name, value), = bad.items()
+    ((name, value),) = bad.items()
     if not isinstance(value, bool) and not isinstance(value, str):  # argparse gives the CLI strings
         model.save_pretrained(tmp_path)
         tokenizer.save_pretrained(tmp_path)
         flag = "--" + name.replace("_", "-")
-        code = main(["predict", "--model", str(tmp_path), "--question", "q?", "--context", SHORT, flag, str(value)])
+        code = main(
+            ["predict", "--model", str(tmp_path), "--question", "q?", "--context", SHORT, flag, str(value)]
+        )
         assert code == 2 and f"error: {message}" in capsys.readouterr().err
 
 
@@ -192,7 +194,9 @@ def test_served_answers_equal_pipeline_answers(served_dirs, mode):
     assert service.config.span_scoring == ("squad" if mode == "squad" else "pipeline")
     if mode == "pipeline-left":
         assert service.tokenizer.padding_side == "left"
-    bodies = [{"question": q, "context": c, "top_k": k} for (q, c), k in zip(QUESTIONS * 2, (1, 1, 1, 3, 2, 1))]
+    bodies = [
+        {"question": q, "context": c, "top_k": k} for (q, c), k in zip(QUESTIONS * 2, (1, 1, 1, 3, 2, 1))
+    ]
     bodies.append({"question": "Why?", "context": LONG, "handle_impossible_answer": True, "top_k": 2})
     out = service.handle(bodies)
     for (status, body), req in zip(out, bodies):

@@ -88,70 +88,135 @@ OPTIONS: dict[str, Option] = {
     o.name: o
     for o in (
         # --- per example: how answers are picked from the logits ---
-        Option("top_k", int, 1, "Answers returned per question.", 1, 1000, aliases=("topk",), per_example=True),
         Option(
-            "max_answer_len", int, {"pipeline": 15, "squad": 30}, "Longest answer, in tokens.", 1, 1000,
-            field="max_answer_len", per_example=True,
+            "top_k", int, 1, "Answers returned per question.", 1, 1000, aliases=("topk",), per_example=True
         ),
         Option(
-            "handle_impossible_answer", bool, False,
+            "max_answer_len",
+            int,
+            {"pipeline": 15, "squad": 30},
+            "Longest answer, in tokens.",
+            1,
+            1000,
+            field="max_answer_len",
+            per_example=True,
+        ),
+        Option(
+            "handle_impossible_answer",
+            bool,
+            False,
             "Allow the empty answer (SQuAD v2 / unanswerable questions).",
-            field="handle_impossible_answer", per_example=True,
+            field="handle_impossible_answer",
+            per_example=True,
         ),
         Option(
-            "null_score_diff_threshold", float, 0.0,
+            "null_score_diff_threshold",
+            float,
+            0.0,
             "'squad' mode with handle_impossible_answer: answer '' when null score - best span score "
-            "exceeds this.", -1000.0, 1000.0, field="null_score_diff_threshold", per_example=True,
+            "exceeds this.",
+            -1000.0,
+            1000.0,
+            field="null_score_diff_threshold",
+            per_example=True,
         ),
         Option(
-            "n_best_size", int, 20, "'squad' mode: start and end candidates kept per window.", 1, 1000,
-            field="n_best_size", per_example=True,
+            "n_best_size",
+            int,
+            20,
+            "'squad' mode: start and end candidates kept per window.",
+            1,
+            1000,
+            field="n_best_size",
+            per_example=True,
         ),
         Option(
-            "align_to_words", bool, True, "Widen answers to whole words (as the stock pipeline does).",
-            field="align_to_words", per_example=True,
+            "align_to_words",
+            bool,
+            True,
+            "Widen answers to whole words (as the stock pipeline does).",
+            field="align_to_words",
+            per_example=True,
         ),
         Option(
-            "min_probability", float, 0.0,
+            "min_probability",
+            float,
+            0.0,
             "Calibrated models: answer '' (start = end = 0) when the top answer's probability of being "
             "exactly right is below this (0: never abstain). Applied after handle_impossible_answer.",
-            0.0, 1.0, field="min_probability", per_example=True,
+            0.0,
+            1.0,
+            field="min_probability",
+            per_example=True,
         ),
         Option(
-            "passage_match_weight", float, 8.0,
+            "passage_match_weight",
+            float,
+            8.0,
             "'squad' mode, several passages per question: added to a span's start + end logit per unit of "
             "its passage's match with the question (IDF-weighted share of the question's words, 0..1).",
-            0.0, 1000.0, field="passage_match_weight", per_example=True,
+            0.0,
+            1000.0,
+            field="passage_match_weight",
+            per_example=True,
         ),
         # --- per call: windowing and batching ---
         Option(
-            "max_seq_len", int, 384, "Tokens per window (question + context + special tokens).", 8, 100_000,
-            aliases=("max_length",), field="max_length",
+            "max_seq_len",
+            int,
+            384,
+            "Tokens per window (question + context + special tokens).",
+            8,
+            100_000,
+            aliases=("max_length",),
+            field="max_length",
         ),
         Option(
-            "doc_stride", int, 128,
+            "doc_stride",
+            int,
+            128,
             "Tokens shared by two consecutive windows (stock default: min(max_seq_len // 2, 128)).",
-            1, 100_000, field="doc_stride",
+            1,
+            100_000,
+            field="doc_stride",
         ),
         Option(
-            "max_question_len", int, 64, "Longer questions are cut to this many tokens.", 1, 100_000,
+            "max_question_len",
+            int,
+            64,
+            "Longer questions are cut to this many tokens.",
+            1,
+            100_000,
             field="max_question_len",
         ),
         Option(
-            "batch_size", int, 32,
+            "batch_size",
+            int,
+            32,
             "Windows per forward pass. 'pipeline' mode: given to a call, also the stock pipeline's batch_size "
-            "whose padding it reproduces (1 when not given, the stock default).", 1, 100_000, field="batch_size",
+            "whose padding it reproduces (1 when not given, the stock default).",
+            1,
+            100_000,
+            field="batch_size",
         ),
         Option(
-            "max_padding", float, 0.25,
+            "max_padding",
+            float,
+            0.25,
             "Dynamic padding: a window shorter than (1 - this) x the longest of its batch starts a new "
-            "batch (1: always fill batch_size).", 0.0, 1.0, field="max_padding",
+            "batch (1: always fill batch_size).",
+            0.0,
+            1.0,
+            field="max_padding",
         ),
         Option(
-            "span_scoring", str, {"pipeline": "pipeline", "squad": "squad"},
+            "span_scoring",
+            str,
+            {"pipeline": "pipeline", "squad": "squad"},
             "How spans are ranked: 'pipeline' (the stock question-answering pipeline, exactly) or 'squad' "
             "(the SQuAD reference: start+end logits across windows, n-best, null threshold).",
-            choices=MODES, field="span_scoring",
+            choices=MODES,
+            field="span_scoring",
         ),
     )
 }
@@ -161,9 +226,12 @@ PER_EXAMPLE: tuple[str, ...] = tuple(n for n, o in OPTIONS.items() if o.per_exam
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the one precision vocabulary (pipeline, CLI, handler)
 # Chosen when a model loads, not per call: outside OPTIONS, but one name, one set of values everywhere.
 PRECISION = Option(
-    "precision", str, "fp32",
+    "precision",
+    str,
+    "fp32",
     "PyTorch/OpenVINO precision: fp32 (the stock numerics), bf16, fp16 (GPU only), or auto (bf16 where the "
-    "CPU/GPU runs it natively, else fp32; logged).", choices=PRECISIONS,
+    "CPU/GPU runs it natively, else fp32; logged).",
+    choices=PRECISIONS,
 )
 
 
@@ -202,9 +270,16 @@ def config_changes(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def markdown_table() -> str:
     """The table as markdown (docs/options.md is generated from it)."""
-    rows = ["| option | aliases | type / range | default pipeline / squad | per | help |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| option | aliases | type / range | default pipeline / squad | per | help |",
+        "|---|---|---|---|---|---|",
+    ]
     for o in OPTIONS.values():
-        default = " / ".join(repr(o.default_for(m)) for m in MODES) if isinstance(o.default, dict) else repr(o.default)
+        default = (
+            " / ".join(repr(o.default_for(m)) for m in MODES)
+            if isinstance(o.default, dict)
+            else repr(o.default)
+        )
         per = "example" if o.per_example else "call"
         rows.append(
             f"| `{o.name}` | {', '.join(f'`{a}`' for a in o.aliases)} | {o.range_text} | {default} | {per} | {o.help} |"

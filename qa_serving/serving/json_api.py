@@ -27,7 +27,9 @@ def parse_json(body: Any, limits: Limits) -> Request:
         return Request(examples=[parse_item(body, limits)], single=True)
     if isinstance(body, list):
         if not body:
-            raise RequestError(400, "the request body is an empty list; send at least one {question, context}")
+            raise RequestError(
+                400, "the request body is an empty list; send at least one {question, context}"
+            )
         check_count(len(body), limits)
         examples = []
         for i, item in enumerate(body):

@@ -76,7 +76,9 @@ def parse_v2(body: Mapping, limits: Limits) -> Request:
     check_count(len(questions), limits)
     params = body.get("parameters") or {}
     if not isinstance(params, Mapping):
-        raise RequestError(400, f"'parameters' must be an object of options {list(PER_EXAMPLE)}, got {params!r}")
+        raise RequestError(
+            400, f"'parameters' must be an object of options {list(PER_EXAMPLE)}, got {params!r}"
+        )
     outputs = body.get("outputs") or [{"name": n} for n in DEFAULT_OUTPUTS]
     names = (
         [o.get("name") if isinstance(o, Mapping) else None for o in outputs]
