@@ -190,7 +190,7 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     from qa_serving.training.trainer import TrainConfig, train
 
     # A one-epoch tiny model gets (nearly) every answer wrong: half-right labels exercise the fitting path.
-    half = lambda texts, golds, metric: np.arange(len(texts)) % 2.0  # noqa: E731
+    half = lambda texts, golds, metric: np.arange(len(texts)) % 2.0
     monkeypatch.setattr(fitting, "exact_per_question", half)
     data = write_squad(tmp_path / "train.json", n_articles=30, seed=3)
     cfg = TrainConfig(
