@@ -257,3 +257,17 @@ def assert_same_answers(got, want) -> None:
         return
     assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
     assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-6)
+
+
+def send_json(handler, status: int, obj, headers: dict[str, str] | None = None) -> None:
+    """Answer an ``http.server`` request with a JSON body (the fake upstreams of the gateway tests)."""
+    import json
+
+    body = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -11,7 +11,6 @@ burst answers some requests 503, and the gateway adds Retry-After.
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import signal
 import socket
@@ -24,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, send_json
 
 requests = pytest.importorskip("requests")
 
@@ -57,12 +56,7 @@ class FakeTorchServe(BaseHTTPRequestHandler):
         self._send(200, {"answer": "Ada"})
 
     def _send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, obj)
 
     def log_message(self, *args):
         pass

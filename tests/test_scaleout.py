@@ -35,7 +35,7 @@ pytest.importorskip("ts", reason="TorchServe is not installed (pip install 'qa-s
 yaml = pytest.importorskip("yaml")
 
 import psutil
-from conftest import assert_same_answers, save_tiny_span_model
+from conftest import assert_same_answers, save_tiny_span_model, send_json
 from qa_serving.handlers.qa_handler import QAHandler
 from transformers import pipeline
 
@@ -219,13 +219,7 @@ class FakeTorchServe(BaseHTTPRequestHandler):
         self._send(200, {"answer": "Ada", "path": self.path})
 
     def _send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-qa-batch-size", "1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, obj, {"x-qa-batch-size": "1"})
 
     def log_message(self, *args):
         pass
