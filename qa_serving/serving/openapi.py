@@ -59,9 +59,16 @@ def openapi_spec() -> dict[str, Any]:
     max_examples = SETTINGS["max_examples"].default
     item = {
         "type": "object",
-        "required": ["question", "context"],
+        "required": ["question"],
+        "description": "one question over a context, or over several passages (give one of the two)",
         "properties": {
             "question": {"type": "string", "minLength": 1},
+            "passages": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "description": "several passages read as one: one ranked list, each answer with its passage",
+            },
             "context": {
                 "type": "string",
                 "minLength": 1,
@@ -80,6 +87,7 @@ def openapi_spec() -> dict[str, Any]:
             "start": {"type": "integer", "description": "character offset in the context"},
             "end": {"type": "integer"},
             "probability": {"type": "number", "description": "calibrated models only"},
+            "passage": {"type": "integer", "description": "requests with passages: the passage's index"},
         },
     }
     json_body = {
@@ -96,7 +104,7 @@ def openapi_spec() -> dict[str, Any]:
         "type": "object",
         "required": ["name", "datatype", "shape", "data"],
         "properties": {
-            "name": {"type": "string", "enum": ["question", "context"]},
+            "name": {"type": "string", "enum": ["question", "context", "passages"]},
             "datatype": {"type": "string", "enum": ["BYTES"]},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
             "data": {"type": "array", "items": {"type": "string"}},
@@ -107,13 +115,15 @@ def openapi_spec() -> dict[str, Any]:
         "required": ["inputs"],
         "properties": {
             "id": {"type": "string"},
-            "inputs": {"type": "array", "items": tensor, "minItems": 2, "maxItems": 2},
+            "inputs": {"type": "array", "items": tensor, "minItems": 2, "maxItems": 3},
             "parameters": {"type": "object", "properties": {n: _option_schema(n) for n in PER_EXAMPLE}},
             "outputs": {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"name": {"enum": ["answer", "score", "start", "end"]}},
+                    "properties": {
+                        "name": {"enum": ["answer", "score", "start", "end", "probability", "passage"]}
+                    },
                 },
             },
         },
