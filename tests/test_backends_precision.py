@@ -46,7 +46,7 @@ def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected, caplog):
 
 def test_explicit_values_pass_and_bad_ones_fail():
     assert resolve_dtype("fp32") == "fp32" and resolve_dtype("bf16") == "bf16"
-    with pytest.raises(QAError, match="dtype must be"):
+    with pytest.raises(QAError, match="precision must be one of .auto., .fp32., .bf16., .fp16., got .int4."):
         resolve_dtype("int4")
 
 

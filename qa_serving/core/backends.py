@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from qa_serving.core.hardware import PRECISIONS
 from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = tuple(p for p in PRECISIONS if p != "auto")  # what "auto" resolves among
 BACKENDS = ("auto", "torch", "onnx", "openvino")
 OV_XML = "openvino_model.xml"
 #: Sequence lengths the compiled torch path pads to (``TorchBackend(compile=True)``): one graph per
@@ -69,7 +70,7 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     from qa_serving.core.hardware import resolve_precision
 
     if dtype != "auto" and dtype not in DTYPES:
-        raise QAError(f"dtype must be one of {DTYPES} or 'auto', got {dtype!r}")
+        raise QAError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {dtype!r}")
     return resolve_precision(dtype, device=str(device))
 
 

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 #: Flags that decide precision and int8 kernels (the ones a benchmark table names).
 KEY_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the one precision vocabulary (pipeline, CLI, handler, train)
 
 
 def _cpuinfo(path: str | Path = "/proc/cpuinfo") -> str:
@@ -91,7 +91,7 @@ def resolve_precision(
     Example: ``resolve_precision("auto", "cpu", frozenset({"avx512_bf16"}))`` -> ``"bf16"``.
     """
     if precision not in PRECISIONS:
-        raise QAError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise QAError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     if precision != "auto":
         return precision
     if str(device).startswith("cuda"):

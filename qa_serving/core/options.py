@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from qa_serving.core.hardware import PRECISIONS  # the one precision vocabulary
 from qa_serving.errors import QAError
 
 MODES = ("pipeline", "squad")
@@ -223,7 +224,6 @@ OPTIONS: dict[str, Option] = {
 
 ALIASES: dict[str, str] = {alias: o.name for o in OPTIONS.values() for alias in (o.name, *o.aliases)}
 PER_EXAMPLE: tuple[str, ...] = tuple(n for n, o in OPTIONS.items() if o.per_example)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the one precision vocabulary (pipeline, CLI, handler)
 # Chosen when a model loads, not per call: outside OPTIONS, but one name, one set of values everywhere.
 PRECISION = Option(
     "precision",

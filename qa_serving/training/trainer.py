@@ -25,6 +25,7 @@ import numpy as np
 
 from qa_serving.core.batching import pad_rows
 from qa_serving.core.config import QAConfig
+from qa_serving.core.options import PRECISION
 from qa_serving.errors import QAError
 from qa_serving.core.hardware import has_native_bf16, resolve_precision
 from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
@@ -131,8 +132,7 @@ class TrainConfig:
             raise QAError("give training data: --train-file PATH or --dataset HUB_NAME")
         if self.freeze_encoder and self.from_scratch:
             raise QAError("--freeze-encoder needs a pretrained encoder (--model), not --from-scratch")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise QAError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        PRECISION.check(self.precision)
         for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples", "pad_to_multiple_of"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise QAError(f"{name} must be a positive integer, got {getattr(self, name)}")
