@@ -106,14 +106,10 @@ class CustomQAPipeline(Pipeline):
         extra = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_ARGS}
         if extra.get("padding") not in (None, False, "do_not_pad", "longest"):
             raise QAError("custom-qa pads windows itself: padding must be 'do_not_pad' (the default)")
-        try:
-            options = parse_options(kwargs, where="custom-qa argument")
-        except QAError as err:
-            if "unknown" in str(err):
-                known = sorted({*ALIASES, *_CALL_ARGS})
-                raise QAError(f"unknown custom-qa argument(s): {sorted(set(kwargs) - set(ALIASES))}; "
-                              f"known: {known}") from None
-            raise
+        unknown = sorted(k for k in kwargs if k not in ALIASES)
+        if unknown:
+            raise QAError(f"unknown custom-qa argument(s): {unknown}; known: {sorted({*ALIASES, *_CALL_ARGS})}")
+        options = parse_options(kwargs)
         if "progress" in extra:
             options["progress"] = bool(extra["progress"])
         return {}, {}, options
