@@ -1,8 +1,12 @@
-"""TorchServe deployment: model archives (:mod:`.archive`), the one table of their settings
-(:mod:`.settings`) and the server's lifecycle (:mod:`.server`). The ``qa-serving archive | serve``
-commands live in :mod:`qa_serving.cli.serve`; the request model in :mod:`qa_serving.serving.request`, its envelopes in ``json_api`` / ``v2_api``, and the loaded model every server adapts in :mod:`qa_serving.serving.service`.
-"""
+"""Serving: what every server shares, and TorchServe's deployment.
 
+- The request model (:mod:`.request`) and one envelope per wire format (:mod:`.json_api`, :mod:`.v2_api`);
+  :mod:`.service` is the loaded model every server adapts (``QAService``: parse -> one core call -> render).
+- Servers: the TorchServe handler (``qa_serving.handlers.qa_handler``) and the KServe runtime
+  (:mod:`.kserve_runtime`, with :mod:`.batcher`); :mod:`.openapi` describes the JSON body.
+- TorchServe deployment: model archives (:mod:`.archive`), the one table of their settings (:mod:`.settings`)
+  and the server's lifecycle (:mod:`.server`); the commands live in :mod:`qa_serving.cli.serve`.
+"""
 from __future__ import annotations
 
 from qa_serving.serving.archive import DEFAULT_STORE, build_archive, handler_file, override_archive, zip_package
