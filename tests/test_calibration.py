@@ -182,6 +182,17 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
         assert key in metrics
     assert (plots / "reliability.png").is_file() and (plots / "risk_coverage.png").is_file()
 
+    # The calibrator was fitted in the folder's mode ("squad"); a call in the other mode has other features:
+    # no probability, and a warning that says why.
+    import transformers
+
+    qa = transformers.pipeline("custom-qa", model=str(model), tokenizer=str(model))
+    question, context = "Who built it?", "The tower was built by Ada Park in 1921."
+    assert "probability" in qa(question=question, context=context)
+    with pytest.warns(UserWarning, match="calibrator was fitted for span_scoring='squad'"):
+        other = qa(question=question, context=context, span_scoring="pipeline")
+    assert "probability" not in other
+
 
 def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypatch):
     import qa_serving.data.calibrate as fitting

@@ -11,7 +11,7 @@ Nothing else orchestrates windows -> logits -> answers.
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +27,6 @@ from qa_serving.core.passages import passage_match
 from qa_serving.errors import QAError
 from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from qa_serving.core.windowing import Features, prepare_features
-
-logger = logging.getLogger(__name__)
 
 Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
@@ -283,22 +281,16 @@ def _passage_bonus(example: Example, config: QAConfig) -> np.ndarray | None:
 
 def _calibrator_for(config: QAConfig) -> Calibrator | None:
     """The config's calibrator when it was fitted in this span-scoring mode (its features differ between
-    modes); a mismatch answers without ``probability``, once logged."""
+    modes); a mismatch answers without ``probability`` and warns (Python shows a warning once per place)."""
     calibrator = config.calibrator
     if calibrator is None or calibrator.span_scoring == config.span_scoring:
         return calibrator
-    if not _WARNED:
-        _WARNED.append(True)
-        logger.warning(
-            "the calibrator was fitted for span_scoring=%r, this call uses %r: answers come without "
-            "probability (run qa-serving calibrate in this mode)",
-            calibrator.span_scoring,
-            config.span_scoring,
-        )
+    warnings.warn(
+        f"the calibrator was fitted for span_scoring={calibrator.span_scoring!r}, this call uses "
+        f"{config.span_scoring!r}: answers come without probability (run qa-serving calibrate in this mode)",
+        stacklevel=2,
+    )
     return None
-
-
-_WARNED: list[bool] = []
 
 
 def answer(
