@@ -30,7 +30,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import qa_serving
 from qa_serving.core.hardware import available_cpus
-from qa_serving.serving.request import PHRASES, Request
+from qa_serving.serving.request import PHRASES, Request, row_body
 from qa_serving.serving.service import QAService
 from qa_serving.serving.settings import HandlerSettings
 
@@ -90,7 +90,7 @@ class QAHandler(BaseHandler):
 
     def preprocess(self, data: list) -> list[Request]:
         """Parse every request of the batch; a bad one records its error and never raises."""
-        return [self.service.parse(_row_body(row)) for row in data]
+        return [self.service.parse(row_body(row)) for row in data]
 
     def inference(self, requests: list[Request]) -> tuple[list[Request], list]:
         """All valid examples of the batch in one core call (they share windows and forward passes)."""
@@ -142,14 +142,6 @@ class QAHandler(BaseHandler):
             metrics.add_metric(name, value, "count", metric_type=MetricTypes.GAUGE)
         except Exception:  # metrics must never fail a batch
             logger.debug("could not emit metric %s", name, exc_info=True)
-
-
-def _row_body(row: Any) -> Any:
-    """The body of a TorchServe request row (``{"body": ...}`` or ``{"data": ...}``)."""
-    if isinstance(row, Mapping):
-        body = row.get("body")
-        return row.get("data") if body is None else body
-    return None
 
 
 def _torch_threads() -> int:

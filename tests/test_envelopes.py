@@ -11,7 +11,15 @@ import pytest
 
 from qa_serving.core.config import QAConfig
 from qa_serving.serving.json_api import parse_json, render_json
-from qa_serving.serving.request import MAX_DEPTH, Limits, Request, RequestError, nesting_depth, request_body
+from qa_serving.serving.request import (
+    MAX_DEPTH,
+    Limits,
+    Request,
+    RequestError,
+    nesting_depth,
+    request_body,
+    row_body,
+)
 from qa_serving.serving.service import parse_request, render
 from qa_serving.serving.settings import HandlerSettings
 from qa_serving.serving.v2_api import V2Request, flatten, parse_v2, render_v2
@@ -22,8 +30,7 @@ LIMITS = Limits.of(SETTINGS)
 
 def parse_row(row: dict, *_):
     """A TorchServe row, parsed as the handler does (never raises)."""
-    body = row.get("body")
-    return parse_request(row.get("data") if body is None else body, LIMITS)
+    return parse_request(row_body(row), LIMITS)
 
 
 def parse_body(body, *_):

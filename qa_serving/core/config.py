@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_serving.core.calibration import Calibrator, load_calibrator
-from qa_serving.core.options import OPTIONS
+from qa_serving.core.options import OPTIONS, config_changes
 from qa_serving.errors import QAError
 
 CONFIG_NAME = "qa_config.json"
@@ -107,7 +107,7 @@ class QAConfig:
         A new ``max_seq_len`` without a ``doc_stride`` moves the stride as the stock pipeline does
         (``min(max_seq_len // 2, 128)``), unless a saved ``"squad"`` stride still fits.
         """
-        changes = {OPTIONS[n].field: v for n, v in options.items() if OPTIONS[n].field is not None}
+        changes = config_changes(options)
         if "max_length" in changes and "doc_stride" not in changes:
             fits = self.span_scoring == "squad" and self.doc_stride < changes["max_length"] // 2 + 1
             changes["doc_stride"] = self.doc_stride if fits else stock_stride(changes["max_length"])

@@ -125,17 +125,20 @@ def decode_body(body: Any) -> Any:
     return body
 
 
+def row_body(row: Any) -> Any:
+    """The raw body of one TorchServe request row (``{"body": ...}`` or ``{"data": ...}``), ``None`` if none."""
+    if not isinstance(row, Mapping):
+        return None
+    body = row.get("body")
+    return row.get("data") if body is None else body
+
+
 def request_body(row: Any) -> Any:
-    """The decoded JSON body of one TorchServe request row (``{"body": ...}`` or ``{"data": ...}``).
+    """The decoded JSON body of one TorchServe request row.
 
     Example: ``{"body": b'{"a": 1}'}`` -> ``{"a": 1}``.
     """
-    body = None
-    if isinstance(row, Mapping):
-        body = row.get("body")
-        if body is None:
-            body = row.get("data")
-    return decode_body(body)
+    return decode_body(row_body(row))
 
 
 def check_count(n: int, limits: Limits) -> None:
