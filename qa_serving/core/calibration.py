@@ -64,7 +64,6 @@ FEATURES = (
     "log_score_x_share",
 )
 CAP = 20.0  # margins and gaps beyond this say nothing more (and a lone candidate has no rival)
-NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}
 
 
 def _key(text: str) -> str:
@@ -355,6 +354,8 @@ def calibrate_prediction(
         answers.sort(key=lambda a: -a["probability"])
     top = answers[0]
     if min_probability > 0 and top["answer"] and top["probability"] < min_probability:
+        from qa_serving.core.postprocess import NO_ANSWER  # postprocess -> windowing -> config -> here
+
         answers = [{**NO_ANSWER, "probability": top["probability"]}, *answers][: len(answers)]
     prediction.answers = answers
     return prediction

@@ -41,6 +41,10 @@ from qa_serving.errors import QAError
 from qa_serving.core.windowing import NO_OFFSET
 
 
+# The stock no-answer: what a question gets when no span is returned (abstention, v2 null, empty list).
+NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}
+
+
 @dataclass
 class Candidate:
     """One scored span; ``start``/``end`` are character offsets into the context (end exclusive)."""
@@ -85,7 +89,7 @@ class Prediction:
     def best(self) -> dict:
         """The top answer; the empty answer (score 0, at 0) when no span survived, where the stock
         pipeline returns ``[]``, so adapters that promise one dict per question always have one."""
-        return self.answers[0] if self.answers else {"answer": "", "score": 0.0, "start": 0, "end": 0}
+        return self.answers[0] if self.answers else dict(NO_ANSWER)
 
 
 def window_candidates(
@@ -446,7 +450,7 @@ def postprocess_example(
 
     null_strength = float(null_score)
     if best is None and not version_2:
-        no_span = {"answer": "", "score": 0.0, "start": 0, "end": 0}
+        no_span = dict(NO_ANSWER)
         return Prediction(answers=[no_span], null_score_diff=None, nbest=nbest, null_strength=null_strength)
     # The decision first, then the other candidates by score, the null among them where its score puts
     # it (as the stock pipeline ranks it), not always last where top_k would cut it off.

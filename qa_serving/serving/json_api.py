@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qa_serving.core.options import ALIASES, PER_EXAMPLE
+from qa_serving.core.postprocess import NO_ANSWER
 from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
 
 TEXT_FIELDS = ("question", "context", "passages")
@@ -58,10 +59,8 @@ def parse_item(obj: Any, limits: Limits) -> Any:
 def render_json(request: Request, answers: Sequence[list[dict]]) -> Any:
     """The response body: per example its best answer dict (``top_k`` 1) or its list of answers."""
     results = [
-        (a[0] if a else EMPTY) if ex.options.get("top_k", 1) == 1 else list(a)
+        (a[0] if a else dict(NO_ANSWER)) if ex.options.get("top_k", 1) == 1 else list(a)
         for ex, a in zip(request.examples, answers)
     ]
     return results[0] if request.single else results
 
-
-EMPTY = {"answer": "", "score": 0.0, "start": 0, "end": 0}

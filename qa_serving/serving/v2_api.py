@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qa_serving.core.options import PER_EXAMPLE
+from qa_serving.core.postprocess import NO_ANSWER
 from qa_serving.serving.request import Limits, Request, RequestError, check_count, make_example
 
 V2_OUTPUTS = {
@@ -34,7 +35,6 @@ V2_OUTPUTS = {
     "passage": "INT64",
 }
 DEFAULT_OUTPUTS = ("answer", "score", "start", "end")
-EMPTY = {"answer": "", "score": 0.0, "start": 0, "end": 0}
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def render_v2(
         raise RequestError(400, "output 'probability' needs a calibrated model (qa-serving calibrate)")
     if "passage" in names and not v2.passages:
         raise RequestError(400, "output 'passage' needs the input 'passages'")
-    empty = {**EMPTY, "probability": 0.0, "passage": -1}
+    empty = {**NO_ANSWER, "probability": 0.0, "passage": -1}
     rows = [(list(a) + [empty] * k)[:k] for a in answers]
     cast = {"BYTES": str, "FP32": float, "INT64": int}
     outputs = []
