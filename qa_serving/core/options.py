@@ -269,19 +269,23 @@ def config_changes(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def markdown_table() -> str:
-    """The table as markdown (docs/options.md is generated from it)."""
+    """The table as markdown (docs/options.md is generated from it), written by :mod:`qa_serving.tables`."""
+    from qa_serving.tables import Column
+    from qa_serving.tables import markdown_table as write
+
     rows = [
-        "| option | aliases | type / range | default pipeline / squad | per | help |",
-        "|---|---|---|---|---|---|",
-    ]
-    for o in OPTIONS.values():
-        default = (
-            " / ".join(repr(o.default_for(m)) for m in MODES)
+        {
+            "option": f"`{o.name}`",
+            "aliases": ", ".join(f"`{a}`" for a in o.aliases),
+            "range": o.range_text,
+            "default": " / ".join(repr(o.default_for(m)) for m in MODES)
             if isinstance(o.default, dict)
-            else repr(o.default)
-        )
-        per = "example" if o.per_example else "call"
-        rows.append(
-            f"| `{o.name}` | {', '.join(f'`{a}`' for a in o.aliases)} | {o.range_text} | {default} | {per} | {o.help} |"
-        )
-    return "\n".join(rows) + "\n"
+            else repr(o.default),
+            "per": "example" if o.per_example else "call",
+            "help": o.help,
+        }
+        for o in OPTIONS.values()
+    ]
+    headers = ("option", "aliases", "type / range", "default pipeline / squad", "per", "help")
+    keys = ("option", "aliases", "range", "default", "per", "help")
+    return write(rows, [Column(k, h, align="left") for k, h in zip(keys, headers)]) + "\n"
