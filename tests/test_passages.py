@@ -76,24 +76,32 @@ def test_passages_rank_by_logits_across_passages(loaded, model_dir, questions):
         assert "probability" not in top  # no calibrator: stock keys (plus passage)
 
 
-def test_passage_match_adds_to_the_logits_of_its_spans(loaded, model_dir, questions):
-    from qa_serving.core.passages import passage_match
+def test_passage_and_neighbourhood_match_add_to_the_logits_of_their_spans(loaded, model_dir, questions):
+    from qa_serving.core.passages import passage_scorer
 
     backend, tokenizer = loaded
     config = QAConfig.from_model_dir(model_dir)
     question, passages = questions[0]
-    match = passage_match(question, passages)
+    scorer = passage_scorer(question, passages, 1000.0)
     plain = answer(
         backend, tokenizer, [Example(question, "", {"passage_match_weight": 0.0}, tuple(passages))], config
     )[0]
     weighted = answer(
         backend, tokenizer, [Example(question, "", {"passage_match_weight": 1000.0}, tuple(passages))], config
     )[0]
-    assert weighted.answers[0]["passage"] == int(np.argmax(match))  # a huge weight: the best-matching passage
     assert plain.nbest[0].score == pytest.approx(_logit(plain.nbest[0]))
+    # A huge weight: the ranking is the match, logits only break ties.
+    for cand in weighted.nbest[:5]:
+        bonus = scorer.passage[cand.passage] + scorer.near(cand.passage, cand.start, cand.end)
+        assert cand.score == pytest.approx(_logit(cand) + bonus)
     top = weighted.nbest[0]
-    assert top.score == pytest.approx(_logit(top) + 1000.0 * match[top.passage])
+    assert weighted.answers[0]["passage"] == top.passage
+    spread = max(map(_logit, weighted.nbest)) - min(map(_logit, weighted.nbest))
+    bonus = [scorer.passage[c.passage] + scorer.near(c.passage, c.start, c.end) for c in weighted.nbest]
+    assert bonus[0] >= max(bonus) - spread  # the best-matching span, up to what the logits can move
+    assert max(bonus) > spread  # (so the check above has teeth)
     # One passage: no bonus, the single-passage answer.
+    assert passage_scorer(question, passages[:1], 1000.0) is None
     one = answer(backend, tokenizer, [Example(question, "", {}, (passages[0],))], config)[0]
     alone = answer(backend, tokenizer, [(question, passages[0])], config)[0]
     assert [(a["answer"], a["start"]) for a in one.answers] == [
@@ -109,6 +117,24 @@ def test_passage_match_golden():
     )
     np.testing.assert_allclose(passage_match("x", ["a b", "c"]), [0, 0])  # no question word anywhere
     np.testing.assert_allclose(passage_match("누가 다리를", ["누가 다리를 지었나", "비"]), [1, 0])
+
+
+def test_bigram_and_neighbourhood_match_golden():
+    from qa_serving.core.passages import WIDTH, bigram_match, passage_scorer
+
+    np.testing.assert_allclose(
+        bigram_match("who built the bridge", ["Ada built the bridge.", "The bridge fell."]), [2 / 3, 1 / 3]
+    )
+    np.testing.assert_allclose(bigram_match("bridge", ["a bridge", "b"]), [0, 0])  # no pair to find
+    passages = ["Ada built the bridge in 1900. " + "Filler words here. " * 5 + "Paris is big.", "Rain fell."]
+    scorer = passage_scorer("who built the bridge", passages, 4.0)
+    # Passage 0 has every question word that some passage has, and 2 of the 3 pairs.
+    np.testing.assert_allclose(scorer.passage, [4 * (1 + 2 * 2 / 3), 0])
+    year = passages[0].index("1900")
+    assert scorer.near(0, year, year + 4) == pytest.approx(4.0)  # "built the bridge" right before it
+    paris = passages[0].index("Paris")
+    assert scorer.near(0, paris, paris + 5) == 0.0  # more than WIDTH words away
+    assert len(passages[0][:paris].split()) > WIDTH
 
 
 def test_windows_of_all_passages_share_batches(loaded, model_dir, questions):

@@ -23,7 +23,7 @@ from qa_serving.core.batching import iter_batches, make_batch, plan_batches, unp
 from qa_serving.core.calibration import Calibrator, calibrate_prediction
 from qa_serving.core.config import QAConfig
 from qa_serving.core.options import parse_options
-from qa_serving.core.passages import passage_match
+from qa_serving.core.passages import PassageScorer, passage_scorer
 from qa_serving.errors import QAError
 from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from qa_serving.core.windowing import Features, prepare_features
@@ -154,7 +154,7 @@ def answers_from_logits(
     config: QAConfig,
     top_k: int = 1,
     padded_length: np.ndarray | None = None,
-    passage_bonus: Sequence[np.ndarray | None] | None = None,
+    scorers: Sequence[PassageScorer | None] | None = None,
 ) -> list[Prediction]:
     """Post-process window logits into one :class:`Prediction` per example, all with ``config``'s options.
 
@@ -205,7 +205,7 @@ def answers_from_logits(
         contexts,
         answerable=answerable,
         window_passage=features.passage,
-        passage_bonus=passage_bonus,
+        scorers=scorers,
         n_best_size=config.n_best_size,
         max_answer_len=config.max_answer_len,
         top_k=top_k,
@@ -247,7 +247,7 @@ def answers_per_example(
             group_config,
             pool,
             padded_length=padded,
-            passage_bonus=[_passage_bonus(examples[i], group_config) for i in ids],
+            scorers=[_scorer(examples[i], group_config) for i in ids],
         )
         counts = np.bincount(subset.example_index, minlength=len(ids))
         for i, prediction, count in zip(ids, predictions, counts.tolist()):
@@ -272,11 +272,11 @@ def answers_per_example(
 RERANK_POOL = 5
 
 
-def _passage_bonus(example: Example, config: QAConfig) -> np.ndarray | None:
-    """Per passage, what its spans' start + end logits get added (:mod:`qa_serving.core.passages`)."""
-    if example.passages is None or len(example.passages) < 2 or not config.passage_match_weight:
+def _scorer(example: Example, config: QAConfig) -> PassageScorer | None:
+    """What the example's spans get added over several passages (:mod:`qa_serving.core.passages`)."""
+    if example.passages is None:
         return None
-    return config.passage_match_weight * passage_match(example.question, example.passages)
+    return passage_scorer(example.question, example.passages, config.passage_match_weight)
 
 
 def _calibrator_for(config: QAConfig) -> Calibrator | None:

@@ -153,9 +153,11 @@ OPTIONS: dict[str, Option] = {
         Option(
             "passage_match_weight",
             float,
-            8.0,
+            4.0,
             "'squad' mode, several passages per question: added to a span's start + end logit per unit of "
-            "its passage's match with the question (IDF-weighted share of the question's words, 0..1).",
+            "match with the question: the IDF-weighted share of the question's words in the span's passage, "
+            "plus twice the share of its word pairs there, plus the share of its words beside the span "
+            "(each 0..1).",
             0.0,
             1000.0,
             field="passage_match_weight",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qa_serving.errors import QAError
+from qa_serving.core.passages import NEAR_POOL, PassageScorer
 from qa_serving.core.windowing import NO_OFFSET
 
 
@@ -372,7 +373,7 @@ def postprocess_example(
     context: str | Sequence[str],
     *,
     window_passage: Sequence[int] | None = None,
-    passage_bonus: Sequence[float] | None = None,
+    scorer: PassageScorer | None = None,
     n_best_size: int = 20,
     max_answer_len: int = 30,
     top_k: int = 1,
@@ -387,8 +388,8 @@ def postprocess_example(
     ``context`` may be a sequence of passages, ``window_passage[w]`` the passage of window ``w``: the
     passages are more windows of one question (spans compared by start + end logit across all of them),
     answers carry a ``"passage"`` index, and one text found in several passages is one answer (its best).
-    ``passage_bonus[p]``: added to the ranking score of every span of passage ``p``
-    (:mod:`qa_serving.core.passages`).
+    ``scorer``: what spans over several passages get added to their ranking score (their passage's and
+    their neighbourhood's match with the question, :mod:`qa_serving.core.passages`).
     """
     multi = not isinstance(context, str)
     spans: list[tuple[np.ndarray, ...]] = []
@@ -403,8 +404,8 @@ def postprocess_example(
         start = np.asarray(start, dtype=np.float64)
         end = np.asarray(end, dtype=np.float64)
         s, e, score = window_candidates(start, end, offs, n_best_size, max_answer_len)
-        if multi and passage_bonus is not None:
-            score = score + passage_bonus[window_passage[w]]
+        if multi and scorer is not None:
+            score = score + scorer.passage[window_passage[w]]
         spans.append((score, start[s], end[e], offs[s, 0], offs[e, 1], np.full(s.size, w), s, e))
         passage_of.append(int(window_passage[w]) if multi else 0)
         window_null = start[cls] + end[cls]
@@ -414,6 +415,11 @@ def postprocess_example(
     scores, s_logit, e_logit, c_start, c_end, window, s_tok, e_tok = (
         np.concatenate(parts) for parts in zip(*spans)
     )
+    if multi and scorer is not None:
+        # The neighbourhood term needs each span's place in its passage: the strongest spans only.
+        head = np.argsort(-scores, kind="stable")[: NEAR_POOL * n_best_size]
+        near = [scorer.near(passage_of[window[i]], int(c_start[i]), int(c_end[i])) for i in head.tolist()]
+        scores[head] += near
     null = Candidate(float(null_score), float(null_start), float(null_end), 0, 0, is_null=True)
     n_spans = len(scores)
     if version_2:
@@ -489,14 +495,14 @@ def postprocess(
     contexts: Sequence[str | Sequence[str]],
     answerable: Sequence[np.ndarray] | None = None,
     window_passage: np.ndarray | None = None,
-    passage_bonus: Sequence[Sequence[float] | None] | None = None,
+    scorers: Sequence[PassageScorer | None] | None = None,
     **settings,
 ) -> list[Prediction]:
     """``"squad"`` answers for every example; windows are grouped by ``example_index`` (any order).
 
     ``settings`` are :func:`postprocess_example`'s keyword arguments; ``contexts[e]`` may be a sequence of
-    passages, ``window_passage`` then says which passage each window reads, ``passage_bonus[e]`` what
-    its spans get added per passage.
+    passages, ``window_passage`` then says which passage each window reads, ``scorers[e]`` what its
+    spans get added (:func:`qa_serving.core.passages.passage_scorer`).
     """
     example_index = np.asarray(example_index)
     order = np.argsort(example_index, kind="stable")
@@ -514,7 +520,7 @@ def postprocess(
                 [int(cls_index[i]) for i in idx],
                 context,
                 window_passage=[int(window_passage[i]) for i in idx] if window_passage is not None else None,
-                passage_bonus=passage_bonus[ex] if passage_bonus is not None else None,
+                scorer=scorers[ex] if scorers is not None else None,
                 answerable=[answerable[i] for i in idx] if answerable is not None else None,
                 **settings,
             )
