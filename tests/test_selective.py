@@ -55,6 +55,20 @@ def test_golden_cases():
     assert selective.threshold_at_precision([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == 0.8
 
 
+def test_ece_noise_is_what_perfect_calibration_shows_and_shrinks_with_questions():
+    rng = np.random.default_rng(3)
+    small, large = rng.uniform(0.05, 0.95, 300), rng.uniform(0.05, 0.95, 3000)
+    mean_small, p95_small = selective.ece_noise(small, draws=100)
+    mean_large, _ = selective.ece_noise(large, draws=100)
+    assert mean_small < p95_small
+    assert mean_large < mean_small / 2  # ~1/sqrt(n): 10x the questions, ~1/3 the noise
+    # Labels drawn from the confidences themselves land around the noise, not at 0.
+    perfect = [selective.ece(large, rng.random(large.size) < large) for _ in range(20)]
+    assert 0.5 * mean_large < np.mean(perfect) < 1.5 * mean_large
+    # A confidence that is off by 0.2 everywhere shows far more than the noise.
+    assert selective.ece(np.clip(large + 0.2, 0, 1), rng.random(large.size) < large) > 5 * mean_large
+
+
 def test_report_and_errors(tmp_path):
     report = selective.selective_report([0.2, 0.7, 0.9], [0, 1, 1])
     assert report["coverage@80"] == pytest.approx(2 / 3) and report["ece"] >= 0
