@@ -52,6 +52,10 @@ def _calibrator(span_scoring: str) -> Calibrator:
     return Calibrator.fit(x, y, span_scoring)
 
 
+def _loaded(folder):
+    return load_backend(folder, backend="torch", device="cpu"), load_tokenizer(folder)
+
+
 def _logit(candidate) -> float:
     return candidate.start_logit + candidate.end_logit
 
@@ -182,8 +186,15 @@ def test_calibrated_pipeline_probability_and_abstention(tmp_path, questions, mod
 
     multi = qa(question=question, passages=passages, top_k=3)
     assert all("passage" in a and "probability" in a for a in multi)
-    # ranked by probability across passages
-    assert [a["probability"] for a in multi] == sorted((a["probability"] for a in multi), reverse=True)
+    if mode == "pipeline":  # stock scores do not compare across passages: ranked by probability
+        assert [a["probability"] for a in multi] == sorted((a["probability"] for a in multi), reverse=True)
+    else:  # the logits + match ranking, as without a calibrator
+        uncalibrated = answer(
+            *_loaded(folder), [Example(question, "", {"top_k": 3}, tuple(passages))], config
+        )[0]
+        assert [(a["answer"], a["passage"]) for a in multi] == [
+            (a["answer"], a["passage"]) for a in uncalibrated.answers
+        ]
 
     # ("pipeline" mode: the stock candidate pool, hence the n-best features, grows with top_k)
     p = qa(question=question, context=passages[0])["probability"]

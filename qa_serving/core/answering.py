@@ -234,9 +234,12 @@ def answers_per_example(
         top_k = options.pop("top_k", 1)
         group_config = config.with_options(options) if options else config
         calibrator = _calibrator_for(group_config)
-        # Over several passages a calibrated model ranks answers by probability: among a pool of at least
-        # RERANK_POOL, so the top answer does not depend on top_k.
-        pool = max(top_k, RERANK_POOL) if multi and calibrator is not None else top_k
+        # Over several passages in "pipeline" mode (stock scores are per window: they do not compare
+        # across passages) a calibrated model ranks answers by probability, among a pool of at least
+        # RERANK_POOL so the top answer does not depend on top_k. "squad" mode keeps its logits + match
+        # ranking: re-ranking it by probability lost 9% of its EM (bench/calibration.py).
+        rerank = multi and calibrator is not None and group_config.span_scoring == "pipeline"
+        pool = max(top_k, RERANK_POOL) if rerank else top_k
         subset, windows = features.select(ids)
         padded = None if padded_length is None else np.asarray(padded_length)[windows]
         predictions = answers_from_logits(
@@ -259,16 +262,14 @@ def answers_per_example(
                     count,
                     examples[i].text,
                     min_probability=group_config.min_probability,
-                    # Measured better than logits + passage match alone (bench/calibration.py); stock
-                    # scores do not compare across passages at all.
-                    rank=multi,
+                    rank=rerank,
                 )
                 prediction.answers = prediction.answers[:top_k]
             out[i] = prediction
     return out  # type: ignore[return-value]
 
 
-# Answers re-ranked by probability over several passages (the pool bench/calibration.py measured).
+# Answers re-ranked by probability over several passages in "pipeline" mode.
 RERANK_POOL = 5
 
 
