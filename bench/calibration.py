@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import pickle
-import random
 import sys
 import time
 from pathlib import Path
@@ -57,28 +56,35 @@ def answer_all(backend, tokenizer, examples, config, cache: Path | None, name: s
     return out
 
 
-def passage_sets(titles, contexts, k: int, seed: int) -> list[tuple[tuple[str, ...], int]]:
-    """Per question: ``k`` paragraphs of its article (gold among them, random order), and the gold's index."""
-    by_title: dict[str, list[str]] = {}
-    for t, c in zip(titles, contexts):
-        if c not in by_title.setdefault(t, []):
-            by_title[t].append(c)
-    rng = random.Random(seed)
-    out = []
-    for t, c in zip(titles, contexts):
-        chosen = rng.sample([p for p in by_title[t] if p != c], min(k - 1, len(by_title[t]) - 1)) + [c]
-        rng.shuffle(chosen)
-        out.append((tuple(chosen), chosen.index(c)))
-    return out
-
-
 def folds_of(titles: list[str], n_folds: int) -> np.ndarray:
     """The fold of every question (articles dealt in sorted order, as ``cross_fit`` deals them)."""
     fold_of = {t: i % n_folds for i, t in enumerate(sorted(set(titles)))}
     return np.array([fold_of[t] for t in titles])
 
 
-def calibration_table(x, score, ok, titles, mode, n_folds) -> tuple[list[dict], dict]:
+def mixed_cross_fit(single, multi, mode, n_folds, **fit_options) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities for single-paragraph rows and several-passage rows, each from a
+    calibrator fitted on both kinds of rows of the *other* articles (what ``qa-serving calibrate`` fits).
+    ``single``/``multi``: (features, correct, titles)."""
+    from qa_serving.core.calibration import Calibrator
+
+    (xs, ys, ts), (xm, ym, tm) = single, multi
+    names = sorted(set(ts) | set(tm))
+    fold_of = {t: i % min(n_folds, len(names)) for i, t in enumerate(names)}
+    fs, fm = np.array([fold_of[t] for t in ts]), np.array([fold_of[t] for t in tm])
+    out_s, out_m = np.empty(len(ys)), np.empty(len(ym))
+    for f in np.unique(np.r_[fs, fm]):
+        x = np.vstack([xs[fs != f], xm[fm != f]])
+        y = np.r_[ys[fs != f], ym[fm != f]]
+        calibrator = Calibrator.fit(x, y, mode, **fit_options)
+        if (fs == f).any():
+            out_s[fs == f] = calibrator.predict(xs[fs == f])
+        if (fm == f).any():
+            out_m[fm == f] = calibrator.predict(xm[fm == f])
+    return out_s, out_m
+
+
+def calibration_table(x, score, ok, titles, mode, n_folds, multi) -> tuple[list[dict], dict]:
     from qa_serving.core.calibration import cross_fit, fit_isotonic
     from qa_serving.data.selective import selective_report
 
@@ -95,8 +101,8 @@ def calibration_table(x, score, ok, titles, mode, n_folds) -> tuple[list[dict], 
         kx, ky = fit_isotonic(score[fold != f], ok[fold != f])
         iso[fold == f] = np.interp(score[fold == f], kx, ky)
     add("isotonic(score)", iso)
-    prob = cross_fit(x, ok, titles, mode, n_folds=n_folds)
-    add("probability (shipped: logistic)", prob)
+    add("probability, fitted on single paragraphs only", cross_fit(x, ok, titles, mode, n_folds=n_folds))
+    add("probability (shipped: + 5-passage rows)", mixed_cross_fit((x, ok, titles), multi, mode, n_folds)[0])
     add("logistic + isotonic step", cross_fit(x, ok, titles, mode, n_folds=n_folds, isotonic=True))
     try:  # headroom check: a non-linear model on the same features (not shipped: not a JSON of numbers)
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -112,9 +118,12 @@ def calibration_table(x, score, ok, titles, mode, n_folds) -> tuple[list[dict], 
     return rows, curves
 
 
-def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache) -> tuple[list[dict], str]:
+def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache):
+    """The several-passage table, and the several-passage rows ``(features, correct, titles)`` of the
+    default ranking (what ``qa-serving calibrate`` adds to its fit)."""
     from qa_serving.core.answering import Example
     from qa_serving.core.calibration import Calibrator, answer_features
+    from qa_serving.data.calibrate import passage_sets
     from qa_serving.data.selective import selective_report
 
     mode = config.span_scoring
@@ -129,7 +138,7 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
     pairs = [Example(q, p) for q, i in zip(questions, pick) for p in sets[i][0]]
     pair_preds, pair_seconds = answer_all(backend, tokenizer, pairs, config, cache, f"pairs{len(pick)}")
     fold = folds_of(titles, n_folds)
-    calibrators = {f: Calibrator.fit(x[fold != f], ok[fold != f], mode) for f in np.unique(fold)}
+    single_only = {f: Calibrator.fit(x[fold != f], ok[fold != f], mode) for f in np.unique(fold)}
     stock_ok = []
     for j, i in enumerate(pick):
         k = len(sets[i][0])
@@ -145,39 +154,34 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
             "seconds": pair_seconds,
         },
     ]
-    found = {}
+    found, multi_rows = {}, None
     for weight, label in ((0.0, "start + end logits only"), (None, "logits + match (default)")):
         options = {"top_k": 5} if weight is None else {"top_k": 5, "passage_match_weight": weight}
         examples = [Example(q, "", options, sets[i][0]) for q, i in zip(questions, pick)]
         name = f"multi{len(pick)}" + ("" if weight is None else f"w{weight:g}")
         multi, seconds = answer_all(backend, tokenizer, examples, config, cache, name)
-        top_ok, rerank_ok, in_gold, p_top, p_rerank = [], [], [], [], []
-        for j, i in enumerate(pick):
-            m = multi[j]
-            feats = np.stack([answer_features(m, a, mode, m.windows, sets[i][0]) for a in m.answers])
-            probs = calibrators[fold[i]].predict(feats)
-            best = int(np.argmax(probs))
-            top_ok.append(exact(m.answers[0]["answer"], golds[i]))
-            rerank_ok.append(exact(m.answers[best]["answer"], golds[i]))
-            in_gold.append(float(m.answers[0].get("passage") == sets[i][1]))
-            p_top.append(probs[0])
-            p_rerank.append(probs[best])
-        found[label] = 100 * np.mean(in_gold)
+        top_ok = np.array([exact(m.answers[0]["answer"], golds[i]) for m, i in zip(multi, pick)])
+        xm = np.stack([answer_features(m, m.answers[0], mode, m.windows, sets[i][0]) for m, i in zip(multi, pick)])
+        p_single = np.array([single_only[fold[i]].predict(xm[j : j + 1])[0] for j, i in enumerate(pick)])
+        found[label] = 100 * np.mean([m.answers[0].get("passage") == sets[i][1] for m, i in zip(multi, pick)])
         table.append(
             {
-                "how": f"passages=: {label}",
-                "em": float(np.mean(top_ok)),
+                "how": f"passages=: {label}; probability fitted on single paragraphs",
+                "em": float(top_ok.mean()),
                 "seconds": seconds,
-                **selective_report(p_top, top_ok),
+                **selective_report(p_single, top_ok),
             }
         )
-        table.append(
-            {
-                "how": f"passages=: {label}, top 5 re-ranked by probability",
-                "em": float(np.mean(rerank_ok)),
-                **selective_report(p_rerank, rerank_ok),
-            }
-        )
+        if weight is None:
+            multi_rows = (xm, top_ok, [titles[i] for i in pick])
+            _, p_mixed = mixed_cross_fit((x, ok, titles), multi_rows, mode, n_folds)
+            table.append(
+                {
+                    "how": f"passages=: {label}; probability (shipped: + 5-passage rows of other articles)",
+                    "em": float(top_ok.mean()),
+                    **selective_report(p_mixed, top_ok),
+                }
+            )
     for r in table:
         r["ratio"] = r["em"] / gold_em
     note = (
@@ -185,9 +189,9 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
         f"{args.passages - 1} other paragraphs of its article in random order (seed {args.seed}). The top "
         "answer is in the gold paragraph for "
         + ", ".join(f"{v:.1f}% ({k})" for k, v in found.items())
-        + ". Probabilities from calibrators fitted on other articles' single-passage questions."
+        + ". Every probability is from calibrators fitted on other articles only."
     )
-    return table, note
+    return table, note, multi_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     x = np.stack([answer_features(p, p.best, mode, p.windows, c) for p, c in zip(preds, rows["context"])])
     score = np.array([p.best["score"] for p in preds])
     ok = np.array([exact(p.best["answer"], a["text"]) for p, a in zip(preds, rows["answers"])])
-    table, curves = calibration_table(x, score, ok, titles, mode, n_folds)
-    coef = Calibrator.fit(x, ok, mode, isotonic=False)
+    ptable, note, multi_rows = passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache)
+    table, curves = calibration_table(x, score, ok, titles, mode, n_folds, multi_rows)
+    coef = Calibrator.fit(np.vstack([x, multi_rows[0]]), np.r_[ok, multi_rows[1]], mode)
 
     cols = [
         Column("confidence", "confidence", align="left"),
@@ -259,14 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         markdown_table(table, cols),
         "",
-        f"Standardized logistic weights (all questions): {weights}.",
+        f"Standardized logistic weights (all rows): {weights}.",
     ]
     shown = {k: v for k, v in curves.items() if k in ("stock score", "isotonic(score)")}
-    shown["probability"] = curves["probability (shipped: logistic)"]
+    shown["probability"] = curves["probability (shipped: + 5-passage rows)"]
     plot_reliability(shown, out / "reliability.png")
     plot_risk_coverage(shown, out / "risk_coverage.png")
 
-    ptable, note = passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache)
     pcols = [
         Column("how", "answering", align="left"),
         Column("em", "EM", PCT),
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         Column("seconds", "seconds", ".0f"),
     ]
     report += ["", note, "", markdown_table(ptable, pcols)]
-    noise, noise95 = ece_noise(curves["probability (shipped: logistic)"][0])
+    noise, noise95 = ece_noise(curves["probability (shipped: + 5-passage rows)"][0])
     report.insert(
         3,
         f"ECE from sampling alone: a perfectly calibrated confidence distributed as `probability` shows ECE "

@@ -35,12 +35,42 @@ def test_features_by_hand():
     assert f["log_words"] == pytest.approx(np.log(3))
     assert f["log_score"] == pytest.approx(np.log(0.6))
     assert f["is_null"] == 0.0
+    assert f["match"] == 0.0 and f["log_passages"] == 0.0  # one passage: no match term
     # A lone candidate has no rival: the margin is capped.
     lone = Prediction(p.answers, None, p.nbest[:1])
     assert (
         dict(zip(cal.FEATURES, cal.answer_features(lone, p.answers[0], "squad", 1, context)))["margin"]
         == cal.CAP
     )
+
+
+def test_passage_features_by_hand():
+    # Over several passages the span's score holds its match bonus on top of its logits.
+    passages = ("Rain fell.", "Ada Lovelace wrote the first program in 1843.")
+    nbest = [
+        Candidate(12.0, 4.0, 5.0, 0, 12, probability=0.9, passage=1),  # logits 9 + match 3
+        Candidate(2.0, 1.0, 1.0, 0, 4, probability=0.1, passage=0),  # "Rain", no match
+    ]
+    answer = {"answer": "Ada Lovelace", "score": 0.6, "start": 0, "end": 12, "passage": 1}
+    p = Prediction([answer], None, nbest)
+    f = dict(zip(cal.FEATURES, cal.answer_features(p, answer, "squad", 2, passages)))
+    assert f["strength"] == 9.0 and f["match"] == pytest.approx(3.0)
+    assert f["log_passages"] == pytest.approx(np.log(2))
+    assert f["margin"] == pytest.approx(7.0)  # logits against logits: 9 - 2
+
+
+def test_passage_sets_golden():
+    from qa_serving.data.calibrate import passage_sets
+
+    titles = ["a", "a", "a", "b", "b"]
+    contexts = ["a1", "a2", "a3", "b1", "b1"]  # two questions on one paragraph of b
+    sets = passage_sets(titles, contexts, 2, seed=0)
+    for (chosen, own), context, title in zip(sets, contexts, titles):
+        assert chosen[own] == context and len(chosen) == len(set(chosen))
+        assert all(c.startswith(title) for c in chosen)
+    assert [len(c) for c, _ in sets] == [2, 2, 2, 1, 1]  # article b has one paragraph
+    assert passage_sets(titles, contexts, 2, seed=0) == sets  # seeded
+    assert [len(c) for c, _ in passage_sets(titles, contexts, 5, seed=1)] == [3, 3, 3, 1, 1]
 
 
 def test_null_strength_and_pipeline_mode():
@@ -171,6 +201,10 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     assert main(["calibrate", "--model", str(model), "--eval-file", str(eval_file), "--folds", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cross_fitted_folds"] == 2 and 0 <= report["probability_ece"] <= 1
+    # Also fitted on questions read over several paragraphs of their article, reported apart.
+    n = sum(len(p["qas"]) for a in json.loads(eval_file.read_text())["data"] for p in a["paragraphs"])
+    assert report["questions"] == n and 0 < report["passage_questions"] <= n
+    assert 0 <= report["passages_probability_ece"] <= 1 and "passages_score_aurc" in report
     # Only the calibrator was added to the folder.
     assert sorted(p.name for p in model.iterdir()) == sorted([*before, cal.CALIBRATOR_NAME])
 

@@ -7,7 +7,6 @@ and answers as before, ``probability`` added to them. Works for any model folder
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from qa_serving.errors import QAError
 
 def add_parser(sub) -> None:
     from qa_serving.cli.main import _add_model_args
+    from qa_serving.data.calibrate import PASSAGE_QUESTIONS, PASSAGES
 
     p = sub.add_parser(
         "calibrate",
@@ -34,14 +34,28 @@ def add_parser(sub) -> None:
         help="whose exact match labels the answers (default: auto)",
     )
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds by article (default: 5)")
+    p.add_argument(
+        "--passages",
+        type=int,
+        default=PASSAGES,
+        help=f"also fit on questions read over this many paragraphs of their article, as passages= reads "
+        f"them, so probability is calibrated there too (default: {PASSAGES}; 0: single paragraphs only)",
+    )
+    p.add_argument(
+        "--passage-questions",
+        type=int,
+        default=PASSAGE_QUESTIONS,
+        help=f"how many questions (seeded sample) are also read over --passages paragraphs; each costs "
+        f"--passages paragraphs of model time (default: {PASSAGE_QUESTIONS})",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the passage sample (default: 0)")
     p.add_argument("--max-eval-samples", type=int, default=None, help="use the first N questions only")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     from qa_serving.cli.main import _load
-    from qa_serving.core.answering import answer
-    from qa_serving.data.calibrate import calibration_data, fit_with_report
+    from qa_serving.data.calibrate import fit_calibrator
     from qa_serving.data.evaluation import pick_metric
     from qa_serving.data.loading import load_examples
 
@@ -53,12 +67,20 @@ def _run(args) -> int:
     if args.max_eval_samples:
         data = data.select(range(min(args.max_eval_samples, len(data))))
     metric = pick_metric(args.metric, config, args.eval_file)
-    examples = list(zip(data["question"], data["context"]))
-    # Answers as the model gives them without a calibrator (an abstention would hide the answer judged).
-    config = dataclasses.replace(config, calibrator=None)
-    predictions = answer(backend, tokenizer, examples, config, progress=True)
-    labelled = calibration_data(data, predictions, config.span_scoring, metric)
-    calibrator = fit_with_report(labelled, n_folds=args.folds, source=str(args.eval_file), metric=metric)
+    # Answered as the model gives them without a calibrator (an abstention would hide the answer judged).
+    calibrator, labelled = fit_calibrator(
+        backend,
+        tokenizer,
+        config,
+        data,
+        metric,
+        passages=args.passages,
+        passage_questions=args.passage_questions,
+        seed=args.seed,
+        n_folds=args.folds,
+        progress=True,
+        source=str(args.eval_file),
+    )
     path = calibrator.save(model_dir)
     print(json.dumps({"calibrator": str(path), **labelled.report}, indent=2))
     return 0

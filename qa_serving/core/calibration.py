@@ -15,6 +15,9 @@ score in ``"pipeline"`` mode, where postprocess keeps no logits):
 - ``log_windows``: log of the number of windows; ``log_words``: log(1 + words in the answer);
   ``has_digit``: the answer holds a digit (dates and numbers are answered more reliably);
 - ``is_null``: the answer is the empty (no-answer) one;
+- ``match``: over several passages, what the span's passage and neighbourhood match added to its ranking
+  score (:mod:`qa_serving.core.passages`; 0 for one passage); ``log_passages``: log of the passage count
+  (both constant, so weightless, unless the calibrator was fitted on several-passage questions too);
 - ``log_score_sq``, ``strength_sq``, ``share_sq``, ``log_score_x_share``: squares and a product, since the
   chance of being right is not logistic-linear in those (measured on held-out articles: a logistic fit of
   the log score alone has ECE 0.06; these terms lower both the calibrator's ECE and its AURC).
@@ -23,9 +26,11 @@ Model: logistic regression on standardized features (L2, Newton steps): a handfu
 JSON (:data:`CALIBRATOR_NAME`, no pickle). An isotonic step on its output (pool-adjacent-violators) is
 available (``isotonic=True``) but off by default: on 1,390 held-out SQuAD questions (cross-fitted by
 article) it raised ECE and lowered the coverage at 80% precision (``bench/calibration.py``); with ~1,000
-fitting questions its steps follow noise. Deliberate simplifications:
-the calibrator is fitted on top-1 answers and applied as is to the other ``top_k`` answers; one
-calibrator per model and span-scoring mode.
+fitting questions its steps follow noise. Several passages: ``qa-serving calibrate`` (and ``train``) also fit on a sample of the questions each read
+over 5 paragraphs of its article (:func:`qa_serving.data.calibrate.fit_calibrator`), so ``probability``
+is calibrated there too and compares across passages. Deliberate simplifications: the calibrator is fitted
+on top-1 answers and applied as is to the other ``top_k`` answers; one calibrator per model and
+span-scoring mode.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ FEATURES = (
     "log_words",
     "has_digit",
     "is_null",
+    "match",
+    "log_passages",
     "log_score_sq",
     "strength_sq",
     "share_sq",
@@ -99,8 +106,10 @@ def answer_features(
     null_strength = prediction.null_strength
     if null_strength is None and null is not None:
         null_strength = strength(null)
+    bonus = 0.0  # what the passage scorer added to the span (several passages, "squad" mode)
     if match is not None:
         own = strength(match)
+        bonus = match.score - own if squad else 0.0
     elif is_null and null is not None:
         own = strength(null)
     else:  # not among the n-best (e.g. a "pipeline" answer merged from several spans)
@@ -139,6 +148,8 @@ def answer_features(
             math.log1p(len(answer["answer"].split())),
             float(any(ch.isdigit() for ch in answer["answer"])),
             float(is_null),
+            bonus,
+            math.log(len(passages)),
             log_score**2,
             own**2,
             same**2,

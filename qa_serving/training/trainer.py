@@ -442,16 +442,25 @@ def training_arguments(cfg: TrainConfig, precision: str, cuda: bool):
     )
 
 
-def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, final) -> dict[str, Any] | None:
-    """Fit ``qa_config.calibrator`` on the final evaluation's answers (held-out articles); returns its
-    figures cross-fitted by article, or ``None`` (logged) when the split cannot support one."""
-    from qa_serving.data.calibrate import calibration_data, fit_with_report
+def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, final, backend, tokenizer) -> dict[str, Any] | None:
+    """Fit ``qa_config.calibrator`` on the final evaluation's answers (held-out articles) and on a sample of
+    them read over several paragraphs; returns its figures cross-fitted by article, or ``None`` (logged)
+    when the split cannot support one."""
+    from qa_serving.data.calibrate import fit_calibrator
     from qa_serving.data.evaluation import pick_metric
 
     metric = pick_metric(cfg.metric, qa_config, cfg.train_file)
     try:
-        data = calibration_data(eval_ds, final.answers, qa_config.span_scoring, metric)
-        qa_config.calibrator = fit_with_report(data, source="training evaluation split", metric=metric)
+        qa_config.calibrator, data = fit_calibrator(
+            backend,
+            tokenizer,
+            qa_config,
+            eval_ds,
+            metric,
+            predictions=final.answers,
+            progress=cfg.progress,
+            source="training evaluation split",
+        )
     except QAError as err:
         logger.warning("no probability calibrator: %s", err)
         return None
@@ -519,13 +528,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Mixed precision wraps the model's forward in autocast for good; the final figures are the served
     # model's (fp32, as `qa-serving evaluate` loads it), so unwrap it. The curve points stay bf16.
     served = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    final = evaluate(
-        TorchBackend(served), tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
-    )
+    backend = TorchBackend(served)
+    final = evaluate(backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress)
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
-    calibration = _fit_calibrator(cfg, qa_config, eval_ds, final) if cfg.calibrate else None
+    calibration = _fit_calibrator(cfg, qa_config, eval_ds, final, backend, tokenizer) if cfg.calibrate else None
     qa_config.save(out)  # with the calibrator, when fitted
     results = {
         "data": source,
