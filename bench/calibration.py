@@ -4,16 +4,19 @@ and answers over several passages per question.
 Calibration is cross-fitted by article (leave-one-article-out by default): every question is scored by a
 calibrator fitted on the *other* articles, so no figure is measured on the questions or the text the
 calibrator saw. Rows: the stock ``score``; an isotonic fit of the score alone (the issue's baseline);
-``probability`` from the logistic calibrator without and with its isotonic step (the shipped one).
+``probability`` fitted on single paragraphs only, and as shipped (single paragraphs + the five-passage
+rows of the other articles, as ``qa-serving calibrate`` fits it); with an isotonic step; boosted trees
+(headroom check, not shipped). Also printed: the ECE a perfectly calibrated confidence would show on
+this many questions (``selective.ece_noise``).
 
 Passages: for each question, its gold paragraph plus ``--passages - 1`` other paragraphs of the same
-article (seeded), in random order. Compared: the gold paragraph alone; the stock way (each (question,
-passage) pair answered alone, the highest ``score`` kept); ``passages=`` (the passages as more windows of
-one question: start + end logits across them), top-1 as ranked there, and re-ranked by ``probability``.
+article (seeded, ``qa_serving.data.calibrate.passage_sets``). Compared: the gold paragraph alone; the
+stock way (each (question, passage) pair answered alone, the highest ``score`` kept); ``passages=`` with
+start + end logits only and with the default match term, with ``probability`` from either calibrator.
 Prints markdown tables naming the CPU and writes them, a JSON file and the two PNGs under ``--out``.
 
-    python -m bench.calibration --model /work/runs/squad_minilm/model \\
-        --eval-file /work/runs/squad_minilm/eval.json
+    python -m bench.calibration --model runs/squad_v1_minilm/model \\
+        --eval-file runs/squad_v1_minilm/eval.json --passage-questions 500 --cache /tmp/cal
 """
 
 from __future__ import annotations
