@@ -144,6 +144,31 @@ def test_json_round_trip_and_errors(tmp_path):
         cal.Calibrator.fit(x, np.ones(len(x)), "squad")
 
 
+def test_answers_below_the_top_one_get_the_others_calibrator(tmp_path):
+    x, y = _synthetic(400)
+    top = cal.Calibrator.fit(x, y, "squad")
+    top.others = cal.Calibrator.fit(x, 1.0 - y, "squad")  # reversed labels: it must be the one used
+    rows = x[:3]
+    got = top.predict_answers(rows)
+    assert got[0] == pytest.approx(top.predict(rows[:1])[0])
+    np.testing.assert_allclose(got[1:], top.others.predict(rows[1:]))
+    assert not np.allclose(got[1:], top.predict(rows[1:]))
+    # Saved and loaded together; a file without "others" (earlier versions) serves every answer by one.
+    top.save(tmp_path)
+    back = cal.load_calibrator(tmp_path)
+    np.testing.assert_allclose(back.predict_answers(rows), got)
+    data = json.loads((tmp_path / cal.CALIBRATOR_NAME).read_text())
+    data["others"] = None
+    (tmp_path / cal.CALIBRATOR_NAME).write_text(json.dumps(data))
+    np.testing.assert_allclose(cal.load_calibrator(tmp_path).predict_answers(rows), top.predict(rows))
+    # Through calibrate_prediction: the second answer's probability is the others' calibrator's.
+    p, context = _prediction()
+    p.answers.append({"answer": "Ada", "score": 0.2, "start": 0, "end": 3})
+    out = cal.calibrate_prediction(p, top, 1, context)
+    feats = np.stack([cal.answer_features(p, a, "squad", 1, context) for a in p.answers])
+    assert out.answers[1]["probability"] == pytest.approx(top.others.predict(feats[1:])[0])
+
+
 def test_calibrate_prediction_and_abstention():
     x, _ = _synthetic(400)
     y = np.arange(400) % 2.0  # unrelated to the features: probabilities near 0.5
@@ -205,6 +230,8 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     n = sum(len(p["qas"]) for a in json.loads(eval_file.read_text())["data"] for p in a["paragraphs"])
     assert report["questions"] == n and 0 < report["passage_questions"] <= n
     assert 0 <= report["passages_probability_ece"] <= 1 and "passages_score_aurc" in report
+    # The answers below the top one (top 5 per question) are fitted apart, when they hold right and wrong.
+    assert report["other_answers"] > report["questions"]
     # Only the calibrator was added to the folder.
     assert sorted(p.name for p in model.iterdir()) == sorted([*before, cal.CALIBRATOR_NAME])
 

@@ -28,9 +28,10 @@ available (``isotonic=True``) but off by default: on 1,390 held-out SQuAD questi
 article) it raised ECE and lowered the coverage at 80% precision (``bench/calibration.py``); with ~1,000
 fitting questions its steps follow noise. Several passages: ``qa-serving calibrate`` (and ``train``) also fit on a sample of the questions each read
 over 5 paragraphs of its article (:func:`qa_serving.data.calibrate.fit_calibrator`), so ``probability``
-is calibrated there too and compares across passages. Deliberate simplifications: the calibrator is fitted
-on top-1 answers and applied as is to the other ``top_k`` answers; one calibrator per model and
-span-scoring mode.
+is calibrated there too and compares across passages. Two logistic models: one for the top answer, one
+(:attr:`Calibrator.others`) for the answers below it in a ``top_k`` list, each fitted on its own rows
+(fitted together, the top answers' ranking got worse; the top model alone gave the others ~0.5 where
+~0.2 were right). Deliberate simplification: one calibrator per model and span-scoring mode.
 """
 
 from __future__ import annotations
@@ -228,6 +229,9 @@ class Calibrator:
     high: np.ndarray | None = None
     features: tuple[str, ...] = FEATURES
     info: dict[str, Any] = field(default_factory=dict)
+    # The calibrator of the answers below the top one of a ``top_k`` list (fitted on those): the top one's
+    # never saw a span that a stronger one outranks, and gave them ~0.5 where ~0.2 were right.
+    others: Calibrator | None = None
 
     @classmethod
     def fit(
@@ -267,6 +271,15 @@ class Calibrator:
             x = np.clip(x, self.low, self.high)
         return _sigmoid(((x - self.mean) / self.scale) @ self.coef + self.intercept)
 
+    def predict_answers(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for the feature rows of one ranked answer list: the first row by this calibrator,
+        the others by :attr:`others` (this one when there is none)."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        out = self.predict(x)
+        if self.others is not None and len(x) > 1:
+            out[1:] = self.others.predict(x[1:])
+        return out
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for feature rows ``x`` (shape ``(n, len(FEATURES))``)."""
         p = self._logistic(np.atleast_2d(np.asarray(x, dtype=np.float64)))
@@ -288,6 +301,7 @@ class Calibrator:
             "low": None if self.low is None else self.low.tolist(),
             "high": None if self.high is None else self.high.tolist(),
             "info": self.info,
+            "others": None if self.others is None else self.others.to_dict(),
         }
 
     @classmethod
@@ -313,6 +327,7 @@ class Calibrator:
             None if data.get("low") is None else np.asarray(data["low"], dtype=np.float64),
             None if data.get("high") is None else np.asarray(data["high"], dtype=np.float64),
             info=dict(data.get("info", {})),
+            others=None if data.get("others") is None else cls.from_dict(data["others"]),
         )
 
     def save(self, model_dir: str | Path) -> Path:
@@ -359,7 +374,7 @@ def calibrate_prediction(
             for a in prediction.answers
         ]
     )
-    probs = calibrator.predict(x)
+    probs = calibrator.predict_answers(x)
     answers = [{**a, "probability": float(p)} for a, p in zip(prediction.answers, probs)]
     if rank:
         answers.sort(key=lambda a: -a["probability"])

@@ -47,12 +47,13 @@ def exact_per_question(texts: Sequence[str], golds: Sequence[Sequence[str]], met
 
 PASSAGES = 5  # paragraphs per question in the several-passage rows (as bench/calibration.py measures)
 PASSAGE_QUESTIONS = 300  # questions sampled for them (each costs PASSAGES paragraphs of model time)
+TOP_K = 5  # answers per question fitted on: the top one's calibrator, and the others' (Calibrator.others)
 
 
 @dataclass
 class CalibrationData:
-    """Per row (a question over one paragraph, or over several): features of the top answer, its stock
-    score, exact match, article and passage count."""
+    """Per row (one answer of a question read over one paragraph, or over several): its features, stock
+    score, exact match, article, passage count and rank in the question's answer list (0: the top one)."""
 
     x: np.ndarray
     score: np.ndarray
@@ -60,11 +61,14 @@ class CalibrationData:
     titles: list[str]
     span_scoring: str
     passages: np.ndarray | None = None  # per row; None: all 1
+    rank: np.ndarray | None = None  # per row; None: all 0
     report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.passages is None:
             self.passages = np.ones(len(self.correct), dtype=np.int64)
+        if self.rank is None:
+            self.rank = np.zeros(len(self.correct), dtype=np.int64)
 
     def __add__(self, other: CalibrationData) -> CalibrationData:
         return CalibrationData(
@@ -74,6 +78,15 @@ class CalibrationData:
             self.titles + other.titles,
             self.span_scoring,
             np.concatenate([self.passages, other.passages]),
+            np.concatenate([self.rank, other.rank]),
+        )
+
+    def select(self, rows: np.ndarray) -> CalibrationData:
+        """The rows where the boolean mask ``rows`` is set."""
+        titles = [t for t, keep in zip(self.titles, rows) if keep]
+        return CalibrationData(
+            self.x[rows], self.score[rows], self.correct[rows], titles, self.span_scoring,
+            self.passages[rows], self.rank[rows],
         )
 
 
@@ -84,24 +97,30 @@ def calibration_data(
     metric: str = "squad",
     contexts: Sequence[str | Sequence[str]] | None = None,
 ) -> CalibrationData:
-    """Features and labels of the top answers of ``predictions`` (one per row of ``dataset``, answered
-    without a calibrator: an abstention would hide the answer being judged). ``contexts``: what each row
-    was read over, when not its own ``context`` (several passages)."""
+    """Features and labels of every answer of ``predictions`` (one per row of ``dataset``, answered
+    without a calibrator: an abstention would hide the answer being judged), one row each, with its rank.
+    ``contexts``: what each question was read over, when not its own ``context`` (several passages)."""
     contexts = list(dataset["context"]) if contexts is None else list(contexts)
     refs = references_from_dataset(dataset)
-    golds = [refs[qid] for qid in dataset["id"]]
-    best = [p.best for p in predictions]
-    x = np.stack(
-        [answer_features(p, b, span_scoring, p.windows, c) for p, b, c in zip(predictions, best, contexts)]
-    )
     titles = list(dataset["title"]) if "title" in dataset.column_names else [""] * len(contexts)
+    x, score, texts, golds, where, passages, rank = [], [], [], [], [], [], []
+    for p, c, qid, title in zip(predictions, contexts, dataset["id"], titles, strict=True):
+        for r, a in enumerate(p.answers or [p.best]):
+            x.append(answer_features(p, a, span_scoring, p.windows, c))
+            score.append(a["score"])
+            texts.append(a["answer"])
+            golds.append(refs[qid])
+            where.append(title)
+            passages.append(1 if isinstance(c, str) else len(c))
+            rank.append(r)
     return CalibrationData(
-        x=x,
-        score=np.array([b["score"] for b in best]),
-        correct=exact_per_question([b["answer"] for b in best], golds, metric),
-        titles=titles,
+        x=np.stack(x),
+        score=np.array(score),
+        correct=exact_per_question(texts, golds, metric),
+        titles=where,
         span_scoring=span_scoring,
-        passages=np.array([1 if isinstance(c, str) else len(c) for c in contexts]),
+        passages=np.array(passages),
+        rank=np.array(rank),
     )
 
 
@@ -130,22 +149,22 @@ def fit_calibrator(
     dataset,
     metric: str = "squad",
     *,
-    predictions: Sequence[Prediction] | None = None,
     passages: int = PASSAGES,
     passage_questions: int = PASSAGE_QUESTIONS,
+    top_k: int = TOP_K,
     seed: int = 0,
     n_folds: int = 5,
     progress: bool = False,
     **info: Any,
 ) -> tuple[Calibrator, CalibrationData]:
-    """Answer ``dataset``'s questions (or take their ``predictions``, made without a calibrator), and
+    """Answer ``dataset``'s questions (``top_k`` answers each, without a calibrator), and
     ``passage_questions`` of them (seeded sample) over ``passages`` paragraphs of their article; fit on
-    both kinds of rows (:func:`fit_with_report`). ``passages < 2``, or no article with two paragraphs:
+    every row (:func:`fit_with_report`). ``passages < 2``, or no article with two paragraphs:
     single-paragraph rows only."""
     config = dataclasses.replace(config, calibrator=None)
-    if predictions is None:
-        examples = list(zip(dataset["question"], dataset["context"]))
-        predictions = answer(backend, tokenizer, examples, config, progress=progress)
+    options = {"top_k": top_k}
+    examples = [Example(q, c, options) for q, c in zip(dataset["question"], dataset["context"])]
+    predictions = answer(backend, tokenizer, examples, config, progress=progress)
     data = calibration_data(dataset, predictions, config.span_scoring, metric)
     titles = list(dataset["title"]) if "title" in dataset.column_names else []
     if passages >= 2 and titles and passage_questions > 0:
@@ -154,37 +173,54 @@ def fit_calibrator(
         rows = sorted(random.Random(seed).sample(rows, min(passage_questions, len(rows))))
         if rows:
             subset = dataset.select(rows)
-            multi = [Example(dataset[i]["question"], "", {}, sets[i][0]) for i in rows]
+            multi = [Example(dataset[i]["question"], "", options, sets[i][0]) for i in rows]
             answered = answer(backend, tokenizer, multi, config, progress=progress)
             contexts = [ex.passages for ex in multi]
             data = data + calibration_data(subset, answered, config.span_scoring, metric, contexts)
     return fit_with_report(data, n_folds=n_folds, metric=metric, **info), data
 
 
-def fit_with_report(data: CalibrationData, n_folds: int = 5, **info: Any) -> Calibrator:
-    """Fit on every row of ``data``; ``data.report`` gets the cross-fitted figures of ``score`` and
-    ``probability`` (``selective_report`` keys, prefixed ``score_`` / ``probability_``; over several
-    passages ``passages_score_`` / ``passages_probability_``) when the rows come from at least 2 articles."""
-    calibrator = Calibrator.fit(data.x, data.correct, data.span_scoring, info=info)
-    single = data.passages == 1
-    parts = {"": single, "passages_": ~single}
-    report: dict[str, Any] = {}
-    for prefix, rows in parts.items():
-        if rows.any():
-            report.update(
-                {f"{prefix}score_{k}": v for k, v in selective_report(data.score[rows], data.correct[rows]).items()}
-            )
+def _fit_others(data: CalibrationData, n_folds: int, report: dict[str, Any]) -> Calibrator | None:
+    """The calibrator of the answers below the top one (``None`` when there are too few of them, or all
+    right or all wrong: the top one's calibrator then serves them too); its figures go into ``report``."""
+    if len(data.correct) < 20 or data.correct.min() == data.correct.max():
+        return None
+    others = Calibrator.fit(data.x, data.correct, data.span_scoring)
+    report.update({f"others_score_{k}": v for k, v in selective_report(data.score, data.correct).items()})
     if len(set(data.titles)) >= 2:
         prob = cross_fit(data.x, data.correct, data.titles, data.span_scoring, n_folds=n_folds)
-        for prefix, rows in parts.items():
-            if rows.any():
-                figures = selective_report(prob[rows], data.correct[rows])
+        report.update({f"others_probability_{k}": v for k, v in selective_report(prob, data.correct).items()})
+    return others
+
+
+def fit_with_report(data: CalibrationData, n_folds: int = 5, **info: Any) -> Calibrator:
+    """Fit on the top answers of ``data`` (and :attr:`Calibrator.others` on the answers below them);
+    ``data.report`` gets the cross-fitted figures of ``score`` and ``probability`` (``selective_report``
+    keys, prefixed ``score_`` / ``probability_``; over several passages ``passages_score_`` /
+    ``passages_probability_``; the answers below the top ones ``others_``) when the rows come from at least
+    2 articles."""
+    rows = data.select(data.rank == 0)
+    calibrator = Calibrator.fit(rows.x, rows.correct, rows.span_scoring, info=info)
+    single = rows.passages == 1
+    parts = {"": single, "passages_": ~single}
+    report: dict[str, Any] = {}
+    for prefix, part in parts.items():
+        if part.any():
+            figures = selective_report(rows.score[part], rows.correct[part])
+            report.update({f"{prefix}score_{k}": v for k, v in figures.items()})
+    if len(set(rows.titles)) >= 2:
+        prob = cross_fit(rows.x, rows.correct, rows.titles, rows.span_scoring, n_folds=n_folds)
+        for prefix, part in parts.items():
+            if part.any():
+                figures = selective_report(prob[part], rows.correct[part])
                 report.update({f"{prefix}probability_{k}": v for k, v in figures.items()})
-        report["cross_fitted_folds"] = min(n_folds, len(set(data.titles)))
+        report["cross_fitted_folds"] = min(n_folds, len(set(rows.titles)))
     else:
         report["cross_fitted_folds"] = 0  # one article: no honest out-of-fold figures
     report["questions"] = int(single.sum())
     report["passage_questions"] = int((~single).sum())
+    calibrator.others = _fit_others(data.select(data.rank > 0), n_folds, report)
+    report["other_answers"] = int((data.rank > 0).sum())
     calibrator.info["cross_fitted"] = report
     data.report = report
     return calibrator

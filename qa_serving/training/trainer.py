@@ -442,10 +442,10 @@ def training_arguments(cfg: TrainConfig, precision: str, cuda: bool):
     )
 
 
-def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, final, backend, tokenizer) -> dict[str, Any] | None:
-    """Fit ``qa_config.calibrator`` on the final evaluation's answers (held-out articles) and on a sample of
-    them read over several paragraphs; returns its figures cross-fitted by article, or ``None`` (logged)
-    when the split cannot support one."""
+def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, backend, tokenizer) -> dict[str, Any] | None:
+    """Fit ``qa_config.calibrator`` on the evaluation split (held-out articles: their top 5 answers, and a
+    sample of the questions read over several paragraphs); returns its figures cross-fitted by article, or
+    ``None`` (logged) when the split cannot support one."""
     from qa_serving.data.calibrate import fit_calibrator
     from qa_serving.data.evaluation import pick_metric
 
@@ -457,7 +457,6 @@ def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, final, backend, tokeni
             qa_config,
             eval_ds,
             metric,
-            predictions=final.answers,
             progress=cfg.progress,
             source="training evaluation split",
         )
@@ -533,7 +532,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
-    calibration = _fit_calibrator(cfg, qa_config, eval_ds, final, backend, tokenizer) if cfg.calibrate else None
+    calibration = _fit_calibrator(cfg, qa_config, eval_ds, backend, tokenizer) if cfg.calibrate else None
     qa_config.save(out)  # with the calibrator, when fitted
     results = {
         "data": source,
