@@ -111,7 +111,9 @@ class TrainConfig:
     calibrate: bool = field(
         default=True,
         metadata={"help": "Fit the probability calibrator (qa_calibrator.json) on the evaluation split at the "
-                          "end; eval_results.json gets its figures cross-fitted by article."},
+                          "end (its top 5 answers per question, and 300 of its questions over 5 paragraphs of "
+                          "their article: about one more evaluation pass and a half); eval_results.json gets "
+                          "its figures cross-fitted by article."},
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
     align_to_words: bool | None = field(
