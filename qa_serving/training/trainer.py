@@ -112,7 +112,7 @@ class TrainConfig:
         default=True,
         metadata={"help": "Fit the probability calibrator (qa_calibrator.json) on the evaluation split at the "
                           "end (its top 5 answers per question, and 300 of its questions over 5 paragraphs of "
-                          "their article: about one more evaluation pass and a half); eval_results.json gets "
+                          "their article: up to two more evaluation passes); eval_results.json gets "
                           "its figures cross-fitted by article."},
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
