@@ -164,7 +164,9 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
         name = f"multi{len(pick)}" + ("" if weight is None else f"w{weight:g}")
         multi, seconds = answer_all(backend, tokenizer, examples, config, cache, name)
         top_ok = np.array([exact(m.answers[0]["answer"], golds[i]) for m, i in zip(multi, pick)])
-        xm = np.stack([answer_features(m, m.answers[0], mode, m.windows, sets[i][0]) for m, i in zip(multi, pick)])
+        xm = np.stack(
+            [answer_features(m, m.answers[0], mode, m.windows, sets[i][0]) for m, i in zip(multi, pick)]
+        )
         p_single = np.array([single_only[fold[i]].predict(xm[j : j + 1])[0] for j, i in enumerate(pick)])
         found[label] = 100 * np.mean([m.answers[0].get("passage") == sets[i][1] for m, i in zip(multi, pick)])
         table.append(
@@ -216,9 +218,10 @@ def others_table(preds, rows, mode, n_folds, x, ok, cols) -> str:
     as_is = np.empty(len(oo))
     for f in np.unique(fo):
         as_is[fo == f] = Calibrator.fit(x[fold != f], ok[fold != f], mode).predict(xo[fo == f])
+    own = cross_fit(xo, oo, to, mode, n_folds=n_folds)
     table = [
         {"confidence": "top answers' calibrator, as is", **selective_report(as_is, oo)},
-        {"confidence": "calibrator of the other answers (shipped)", **selective_report(cross_fit(xo, oo, to, mode, n_folds=n_folds), oo)},
+        {"confidence": "calibrator of the other answers (shipped)", **selective_report(own, oo)},
     ]
     head = f"The {len(oo)} answers ranked 2-5 of the same questions (top_k=5), cross-fitted by article:"
     return head + "\n\n" + markdown_table(table, cols)

@@ -24,9 +24,9 @@ from qa_serving.core.calibration import Calibrator, calibrate_prediction
 from qa_serving.core.config import QAConfig
 from qa_serving.core.options import parse_options
 from qa_serving.core.passages import PassageScorer, passage_scorer
-from qa_serving.errors import QAError
 from qa_serving.core.postprocess import Prediction, answerable_tokens, postprocess, postprocess_stock
 from qa_serving.core.windowing import Features, prepare_features
+from qa_serving.errors import QAError
 
 Backend = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 

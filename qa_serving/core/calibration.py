@@ -26,12 +26,14 @@ Model: logistic regression on standardized features (L2, Newton steps): a handfu
 JSON (:data:`CALIBRATOR_NAME`, no pickle). An isotonic step on its output (pool-adjacent-violators) is
 available (``isotonic=True``) but off by default: on 1,390 held-out SQuAD questions (cross-fitted by
 article) it raised ECE and lowered the coverage at 80% precision (``bench/calibration.py``); with ~1,000
-fitting questions its steps follow noise. Several passages: ``qa-serving calibrate`` (and ``train``) also fit on a sample of the questions each read
-over 5 paragraphs of its article (:func:`qa_serving.data.calibrate.fit_calibrator`), so ``probability``
-is calibrated there too and compares across passages. Two logistic models: one for the top answer, one
-(:attr:`Calibrator.others`) for the answers below it in a ``top_k`` list, each fitted on its own rows
-(fitted together, the top answers' ranking got worse; the top model alone gave the others ~0.5 where
-~0.2 were right). Deliberate simplification: one calibrator per model and span-scoring mode.
+fitting questions its steps follow noise.
+
+Several passages: ``qa-serving calibrate`` (and ``train``) also fit on a sample of the questions each
+read over 5 paragraphs of its article (:func:`qa_serving.data.calibrate.fit_calibrator`), so
+``probability`` is calibrated there too and compares across passages. Two logistic models: one for the
+top answer, one (:attr:`Calibrator.others`) for the answers below it in a ``top_k`` list, each fitted on
+its own rows (fitted together, the top answers' ranking got worse; the top model alone gave the others
+~0.6 where ~0.2 were right). Deliberate simplification: one calibrator per model and span-scoring mode.
 """
 
 from __future__ import annotations

@@ -120,5 +120,6 @@ def passage_scorer(question: str, passages: Sequence[str], weight: float) -> Pas
     words = []
     for p in passages:
         found = list(_WORD.finditer(p))
-        words.append(([m.start() for m in found], [m.end() for m in found], [m.group().lower() for m in found]))
+        starts, ends = [m.start() for m in found], [m.end() for m in found]
+        words.append((starts, ends, [m.group().lower() for m in found]))
     return PassageScorer(weight, weight * per_passage, _idf(question, passages), tuple(words))

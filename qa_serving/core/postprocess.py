@@ -37,10 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qa_serving.errors import QAError
 from qa_serving.core.passages import NEAR_POOL, PassageScorer
 from qa_serving.core.windowing import NO_OFFSET
-
+from qa_serving.errors import QAError
 
 # The stock no-answer: what a question gets when no span is returned (abstention, v2 null, empty list).
 NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}

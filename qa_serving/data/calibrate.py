@@ -85,8 +85,13 @@ class CalibrationData:
         """The rows where the boolean mask ``rows`` is set."""
         titles = [t for t, keep in zip(self.titles, rows) if keep]
         return CalibrationData(
-            self.x[rows], self.score[rows], self.correct[rows], titles, self.span_scoring,
-            self.passages[rows], self.rank[rows],
+            self.x[rows],
+            self.score[rows],
+            self.correct[rows],
+            titles,
+            self.span_scoring,
+            self.passages[rows],
+            self.rank[rows],
         )
 
 

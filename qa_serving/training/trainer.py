@@ -530,7 +530,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # model's (fp32, as `qa-serving evaluate` loads it), so unwrap it. The curve points stay bf16.
     served = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     backend = TorchBackend(served)
-    final = evaluate(backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress)
+    final = evaluate(
+        backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
+    )
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
