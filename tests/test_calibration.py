@@ -277,3 +277,40 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     assert QAConfig.from_model_dir(out).calibrator is not None
     saved = json.loads((out / "eval_results.json").read_text())
     assert "probability_aurc" in saved["calibration"]
+
+
+def test_fit_calibrator_on_a_hub_style_folder_keeps_the_stock_answers(tmp_path):
+    """A folder without qa_config.json answers in the stock pipeline's mode; the real fitting path (top 5
+    answers, five-passage rows) then adds probability and changes no answer, score or offset."""
+    import transformers
+    from conftest import save_exportable_model
+
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.config import QAConfig
+    from qa_serving.core.windowing import load_tokenizer
+    from qa_serving.data.calibrate import fit_calibrator
+    from qa_serving.data.loading import load_examples
+    from qa_serving.data.synthetic import write_squad
+
+    model = save_exportable_model(tmp_path / "model")
+    (model / "qa_config.json").unlink()  # hub-style
+    config = QAConfig.from_model_dir(model)
+    assert config.span_scoring == "pipeline"
+    source = write_squad(tmp_path / "gen.json", n_articles=4, seed=2)
+    data = load_examples(_half_right_eval_file(model, source, tmp_path / "eval.json"))
+    backend, tokenizer = load_backend(model, backend="torch", device="cpu"), load_tokenizer(model)
+    calibrator, rows = fit_calibrator(backend, tokenizer, config, data, passage_questions=10, n_folds=2)
+    assert calibrator.span_scoring == "pipeline"
+    assert rows.report["questions"] == len(data) and rows.report["passage_questions"] == 10
+    assert (rows.rank > 0).any()  # the answers below the top ones are rows too
+    stock = transformers.pipeline("question-answering", model=str(model), tokenizer=str(model))
+    calibrator.save(model)
+    qa = transformers.pipeline("custom-qa", model=str(model), tokenizer=str(model))
+    for row in data.select(range(3)):
+        want = stock(question=row["question"], context=row["context"], top_k=3)
+        got = qa(question=row["question"], context=row["context"], top_k=3)
+        assert [(a["answer"], a["start"], a["end"]) for a in got] == [
+            (a["answer"], a["start"], a["end"]) for a in want
+        ]
+        np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want], rtol=1e-4)
+        assert all(0 <= a["probability"] <= 1 for a in got)
