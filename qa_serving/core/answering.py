@@ -274,8 +274,9 @@ RERANK_POOL = 5
 
 
 def _scorer(example: Example, config: QAConfig) -> PassageScorer | None:
-    """What the example's spans get added over several passages (:mod:`qa_serving.core.passages`)."""
-    if example.passages is None:
+    """What the example's spans get added over several passages (:mod:`qa_serving.core.passages`);
+    ``"squad"`` mode only (the stock ranking has no logits to add to)."""
+    if example.passages is None or config.span_scoring != "squad":
         return None
     return passage_scorer(example.question, example.passages, config.passage_match_weight)
 
