@@ -16,13 +16,12 @@ data. Deliberate differences from the scripts:
 from __future__ import annotations
 
 import logging
-import re
-import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any, Literal
 
+from qa_serving.core.normalize import DROP_PUNCT, normalize_answer
 from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
@@ -45,24 +44,12 @@ __all__ = [
 
 MetricKind = Literal["squad", "squad_v2", "korquad"]
 
-# str.translate deletes exactly the characters the scripts' ``ch not in set(string.punctuation)`` drops.
-_DROP_PUNCT = str.maketrans("", "", string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 # KorQuAD turns these into spaces *before* lower-casing and punctuation removal, so "A(B)" -> "a b".
 # \u2018 / \u2019: LEFT / RIGHT SINGLE QUOTATION MARK.
 _KORQUAD_SPACE = str.maketrans({ch: " " for ch in "'\"《》<>〈〉()\u2018\u2019"})
 
 
 # --- SQuAD (v1.1 and v2.0 share the normalization) -------------------------------------------------
-
-
-def normalize_answer(s: str) -> str:
-    """Lower-case, drop ASCII punctuation, the words a/an/the and extra whitespace.
-
-    >>> normalize_answer("The  Eiffel-Tower!")
-    'eiffeltower'
-    """
-    return " ".join(_ARTICLES.sub(" ", s.lower().translate(_DROP_PUNCT)).split())
 
 
 def exact_match_score(prediction: str, ground_truth: str) -> bool:
@@ -117,7 +104,7 @@ def normalize_answer_korquad(s: str) -> str:
 
     No article removal. ``"《서울》(Seoul)"`` -> ``"서울 seoul"``.
     """
-    return " ".join(s.translate(_KORQUAD_SPACE).lower().translate(_DROP_PUNCT).split())
+    return " ".join(s.translate(_KORQUAD_SPACE).lower().translate(DROP_PUNCT).split())
 
 
 def exact_match_score_korquad(prediction: str, ground_truth: str) -> bool:
