@@ -314,3 +314,22 @@ def test_fit_calibrator_on_a_hub_style_folder_keeps_the_stock_answers(tmp_path):
         ]
         np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want], rtol=1e-4)
         assert all(0 <= a["probability"] <= 1 for a in got)
+
+
+def test_a_fold_without_right_lower_answers_drops_only_the_cross_fitted_figures():
+    """The answers below the top ones are mostly wrong: when one article has no right one, cross-fitting
+    them cannot fit on it; the fit still succeeds (CI once failed here on a tiny model)."""
+    from qa_serving.data.calibrate import CalibrationData, fit_with_report
+
+    x, y = _synthetic(160)
+    titles = ["a"] * 80 + ["b"] * 80
+    rank = np.r_[np.zeros(40), np.ones(40), np.zeros(40), np.ones(40)].astype(int)
+    y = y.copy()
+    y[40:80] = 0.0  # article a: every lower answer wrong
+    y[120:130] = 1.0  # article b: some lower answers right
+    y[130:160] = 0.0
+    data = CalibrationData(x, x[:, 0], y, titles, "squad", rank=rank)
+    calibrator = fit_with_report(data, n_folds=2)
+    assert calibrator.others is not None  # fitted on all lower answers (both kinds present)
+    assert "others_score_ece" in data.report and "others_probability_ece" not in data.report
+    assert data.report["cross_fitted_folds"] == 2 and "probability_ece" in data.report

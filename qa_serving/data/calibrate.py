@@ -30,6 +30,7 @@ from qa_serving.data.metrics import (
     references_from_dataset,
 )
 from qa_serving.data.selective import selective_report
+from qa_serving.errors import QAError
 
 
 def exact_per_question(texts: Sequence[str], golds: Sequence[Sequence[str]], metric: str) -> np.ndarray:
@@ -192,10 +193,21 @@ def _fit_others(data: CalibrationData, n_folds: int, report: dict[str, Any]) -> 
         return None
     others = Calibrator.fit(data.x, data.correct, data.span_scoring)
     report.update({f"others_score_{k}": v for k, v in selective_report(data.score, data.correct).items()})
-    if len(set(data.titles)) >= 2:
-        prob = cross_fit(data.x, data.correct, data.titles, data.span_scoring, n_folds=n_folds)
+    prob = _cross_fitted(data, n_folds)
+    if prob is not None:
         report.update({f"others_probability_{k}": v for k, v in selective_report(prob, data.correct).items()})
     return others
+
+
+def _cross_fitted(data: CalibrationData, n_folds: int) -> np.ndarray | None:
+    """Out-of-fold probabilities by article; ``None`` when there are fewer than 2 articles or some fold's
+    other articles hold too few rows or only right (or only wrong) answers to fit on (no honest figure)."""
+    if len(set(data.titles)) < 2:
+        return None
+    try:
+        return cross_fit(data.x, data.correct, data.titles, data.span_scoring, n_folds=n_folds)
+    except QAError:
+        return None
 
 
 def fit_with_report(data: CalibrationData, n_folds: int = 5, **info: Any) -> Calibrator:
@@ -213,15 +225,15 @@ def fit_with_report(data: CalibrationData, n_folds: int = 5, **info: Any) -> Cal
         if part.any():
             figures = selective_report(rows.score[part], rows.correct[part])
             report.update({f"{prefix}score_{k}": v for k, v in figures.items()})
-    if len(set(rows.titles)) >= 2:
-        prob = cross_fit(rows.x, rows.correct, rows.titles, rows.span_scoring, n_folds=n_folds)
+    prob = _cross_fitted(rows, n_folds)
+    if prob is not None:
         for prefix, part in parts.items():
             if part.any():
                 figures = selective_report(prob[part], rows.correct[part])
                 report.update({f"{prefix}probability_{k}": v for k, v in figures.items()})
         report["cross_fitted_folds"] = min(n_folds, len(set(rows.titles)))
     else:
-        report["cross_fitted_folds"] = 0  # one article: no honest out-of-fold figures
+        report["cross_fitted_folds"] = 0  # one article (or a fold without both kinds): no honest figures
     report["questions"] = int(single.sum())
     report["passage_questions"] = int((~single).sum())
     calibrator.others = _fit_others(data.select(data.rank > 0), n_folds, report)
