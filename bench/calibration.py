@@ -67,24 +67,13 @@ def folds_of(titles: list[str], n_folds: int) -> np.ndarray:
 
 def mixed_cross_fit(single, multi, mode, n_folds, **fit_options) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities for single-paragraph rows and several-passage rows, each from a
-    calibrator fitted on both kinds of rows of the *other* articles (what ``qa-serving calibrate`` fits).
-    ``single``/``multi``: (features, correct, titles)."""
-    from qa_serving.core.calibration import Calibrator
+    calibrator fitted on both kinds of rows of the *other* articles (what ``qa-serving calibrate`` fits):
+    ``cross_fit`` over the rows of both kinds. ``single``/``multi``: (features, correct, titles)."""
+    from qa_serving.core.calibration import cross_fit
 
     (xs, ys, ts), (xm, ym, tm) = single, multi
-    names = sorted(set(ts) | set(tm))
-    fold_of = {t: i % min(n_folds, len(names)) for i, t in enumerate(names)}
-    fs, fm = np.array([fold_of[t] for t in ts]), np.array([fold_of[t] for t in tm])
-    out_s, out_m = np.empty(len(ys)), np.empty(len(ym))
-    for f in np.unique(np.r_[fs, fm]):
-        x = np.vstack([xs[fs != f], xm[fm != f]])
-        y = np.r_[ys[fs != f], ym[fm != f]]
-        calibrator = Calibrator.fit(x, y, mode, **fit_options)
-        if (fs == f).any():
-            out_s[fs == f] = calibrator.predict(xs[fs == f])
-        if (fm == f).any():
-            out_m[fm == f] = calibrator.predict(xm[fm == f])
-    return out_s, out_m
+    out = cross_fit(np.vstack([xs, xm]), np.r_[ys, ym], [*ts, *tm], mode, n_folds=n_folds, **fit_options)
+    return out[: len(ys)], out[len(ys) :]
 
 
 def calibration_table(x, score, ok, titles, mode, n_folds, multi) -> tuple[list[dict], dict]:
