@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -44,12 +45,26 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def _idf(question: str, passages: Sequence[str]) -> dict[str, float]:
-    """IDF over the passages of the question's words that some passage has (others say nothing)."""
-    docs = [set(_words(p)) for p in passages]
+def _idf(asked: set[str], docs: Sequence[set[str]]) -> dict[str, float]:
+    """IDF over the passages (their word sets) of the question's words that some passage has (others say
+    nothing)."""
     n = len(docs)
-    df = {w: sum(w in d for d in docs) for w in set(_words(question))}
+    df = {w: sum(w in d for d in docs) for w in asked}
     return {w: math.log((n + 1) / (1 + k)) for w, k in df.items() if k}
+
+
+def _word_match(idf: dict[str, float], docs: Sequence[set[str]]) -> np.ndarray:
+    total = sum(idf.values())
+    if total <= 0:
+        return np.zeros(len(docs))
+    return np.array([sum(v for w, v in idf.items() if w in d) / total for d in docs])
+
+
+def _pair_match(asked: list[str], passages: Sequence[list[str]]) -> np.ndarray:
+    pairs = set(pairwise(asked))
+    if not pairs:
+        return np.zeros(len(passages))
+    return np.array([len(pairs & set(pairwise(words))) / len(pairs) for words in passages])
 
 
 def passage_match(question: str, passages: Sequence[str]) -> np.ndarray:
@@ -59,12 +74,8 @@ def passage_match(question: str, passages: Sequence[str]) -> np.ndarray:
     Example: ``passage_match("built by whom", ["The bridge was built by Ada.", "Rain fell."])`` ->
     ``[1.0, 0.0]``: "built" and "by" are in one passage of two (each weighs log 1.5), "whom" in none.
     """
-    weight = _idf(question, passages)
-    total = sum(weight.values())
-    if total <= 0:
-        return np.zeros(len(passages))
     docs = [set(_words(p)) for p in passages]
-    return np.array([sum(v for w, v in weight.items() if w in d) / total for d in docs])
+    return _word_match(_idf(set(_words(question)), docs), docs)
 
 
 def bigram_match(question: str, passages: Sequence[str]) -> np.ndarray:
@@ -73,15 +84,7 @@ def bigram_match(question: str, passages: Sequence[str]) -> np.ndarray:
     Example: ``bigram_match("who built the bridge", ["Ada built the bridge.", "The bridge fell."])``
     -> ``[2/3, 1/3]`` (pairs: who built, built the, the bridge).
     """
-    asked = _words(question)
-    pairs = set(zip(asked, asked[1:]))
-    if not pairs:
-        return np.zeros(len(passages))
-    out = []
-    for p in passages:
-        words = _words(p)
-        out.append(len(pairs & set(zip(words, words[1:]))) / len(pairs))
-    return np.array(out)
+    return _pair_match(_words(question), [_words(p) for p in passages])
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,13 @@ def passage_scorer(question: str, passages: Sequence[str], weight: float) -> Pas
     """
     if len(passages) < 2 or not weight:
         return None
-    per_passage = passage_match(question, passages) + BIGRAM_WEIGHT * bigram_match(question, passages)
-    words = []
+    words = []  # each passage read once: word places for the neighbourhood, words for the matches
     for p in passages:
         found = list(_WORD.finditer(p))
         starts, ends = [m.start() for m in found], [m.end() for m in found]
         words.append((starts, ends, [m.group().lower() for m in found]))
-    return PassageScorer(weight, weight * per_passage, _idf(question, passages), tuple(words))
+    asked = _words(question)
+    docs = [set(w) for _, _, w in words]
+    idf = _idf(set(asked), docs)
+    per_passage = _word_match(idf, docs) + BIGRAM_WEIGHT * _pair_match(asked, [w for _, _, w in words])
+    return PassageScorer(weight, weight * per_passage, idf, tuple(words))
