@@ -179,7 +179,7 @@ def fit_calibrator(
         rows = sorted(random.Random(seed).sample(rows, min(passage_questions, len(rows))))
         if rows:
             subset = dataset.select(rows)
-            multi = [Example(dataset[i]["question"], "", options, sets[i][0]) for i in rows]
+            multi = [Example(q, "", options, sets[i][0]) for q, i in zip(subset["question"], rows)]
             answered = answer(backend, tokenizer, multi, config, progress=progress)
             contexts = [ex.passages for ex in multi]
             data = data + calibration_data(subset, answered, config.span_scoring, metric, contexts)
