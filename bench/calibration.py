@@ -59,12 +59,6 @@ def answer_all(backend, tokenizer, examples, config, cache: Path | None, name: s
     return out
 
 
-def folds_of(titles: list[str], n_folds: int) -> np.ndarray:
-    """The fold of every question (articles dealt in sorted order, as ``cross_fit`` deals them)."""
-    fold_of = {t: i % n_folds for i, t in enumerate(sorted(set(titles)))}
-    return np.array([fold_of[t] for t in titles])
-
-
 def mixed_cross_fit(single, multi, mode, n_folds, **fit_options) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities for single-paragraph rows and several-passage rows, each from a
     calibrator fitted on both kinds of rows of the *other* articles (what ``qa-serving calibrate`` fits):
@@ -77,7 +71,7 @@ def mixed_cross_fit(single, multi, mode, n_folds, **fit_options) -> tuple[np.nda
 
 
 def calibration_table(x, score, ok, titles, mode, n_folds, multi) -> tuple[list[dict], dict]:
-    from qa_serving.core.calibration import cross_fit, fit_isotonic
+    from qa_serving.core.calibration import cross_fit, fit_isotonic, group_folds
     from qa_serving.data.selective import selective_report
 
     rows, curves = [], {}
@@ -87,7 +81,7 @@ def calibration_table(x, score, ok, titles, mode, n_folds, multi) -> tuple[list[
         curves[name] = (conf, ok)
 
     add("stock score", score)
-    fold = folds_of(titles, n_folds)
+    fold = group_folds(titles, n_folds)
     iso = np.empty(len(score))
     for f in np.unique(fold):  # the issue's baseline: isotonic regression of the score alone
         kx, ky = fit_isotonic(score[fold != f], ok[fold != f])
@@ -114,7 +108,7 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
     """The several-passage table, and the several-passage rows ``(features, correct, titles)`` of the
     default ranking (what ``qa-serving calibrate`` adds to its fit)."""
     from qa_serving.core.answering import Example
-    from qa_serving.core.calibration import Calibrator, answer_features
+    from qa_serving.core.calibration import Calibrator, answer_features, group_folds
     from qa_serving.data.calibrate import passage_sets
     from qa_serving.data.selective import selective_report
 
@@ -129,7 +123,7 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
     questions = [rows["question"][i] for i in pick]
     pairs = [Example(q, p) for q, i in zip(questions, pick) for p in sets[i][0]]
     pair_preds, pair_seconds = answer_all(backend, tokenizer, pairs, config, cache, f"pairs{len(pick)}")
-    fold = folds_of(titles, n_folds)
+    fold = group_folds(titles, n_folds)
     single_only = {f: Calibrator.fit(x[fold != f], ok[fold != f], mode) for f in np.unique(fold)}
     stock_ok = []
     for j, i in enumerate(pick):
@@ -191,7 +185,7 @@ def passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache
 def others_table(preds, rows, mode, n_folds, x, ok, cols) -> str:
     """The answers below the top one of each question's top 5: probability from the top answers'
     calibrator as is, and from the calibrator fitted on such answers (shipped), both cross-fitted."""
-    from qa_serving.core.calibration import Calibrator, answer_features, cross_fit
+    from qa_serving.core.calibration import Calibrator, answer_features, cross_fit, group_folds
     from qa_serving.data.selective import selective_report
     from qa_serving.tables import markdown_table
 
@@ -203,7 +197,7 @@ def others_table(preds, rows, mode, n_folds, x, ok, cols) -> str:
             oo.append(exact(other["answer"], a["text"]))
             to.append(t)
     xo, oo = np.stack(xo), np.array(oo)
-    fold, fo = folds_of(titles, n_folds), folds_of(to, n_folds)
+    fold, fo = group_folds(titles, n_folds), group_folds(to, n_folds)
     as_is = np.empty(len(oo))
     for f in np.unique(fo):
         as_is[fo == f] = Calibrator.fit(x[fold != f], ok[fold != f], mode).predict(xo[fo == f])

@@ -184,6 +184,11 @@ def test_calibrate_prediction_and_abstention():
     assert cal.calibrate_prediction(empty, c, 1, context).answers == []
 
 
+def test_group_folds_golden():
+    np.testing.assert_array_equal(cal.group_folds(["b", "a", "c", "a"], 2), [1, 0, 0, 0])
+    np.testing.assert_array_equal(cal.group_folds(["x", "y"], 5), [0, 1])  # at most one fold per group
+
+
 def test_cross_fit_scores_each_group_out_of_fold():
     x, y = _synthetic(600)
     groups = [f"article{i % 6}" for i in range(600)]

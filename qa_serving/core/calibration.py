@@ -394,6 +394,14 @@ def calibrate_prediction(
     return prediction
 
 
+def group_folds(groups: Sequence[str], n_folds: int) -> np.ndarray:
+    """The fold of every row: groups (articles) dealt to ``n_folds`` folds in sorted order, a group in one
+    fold. Example: groups ``["b", "a", "c", "a"]``, 2 folds -> ``[1, 0, 0, 0]``."""
+    names = sorted(set(groups))
+    fold_of = {g: i % min(n_folds, len(names)) for i, g in enumerate(names)}
+    return np.array([fold_of[g] for g in groups])
+
+
 def cross_fit(
     x: np.ndarray,
     correct: Sequence[float],
@@ -410,11 +418,9 @@ def cross_fit(
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
-    names = sorted(set(groups))
-    if len(names) < 2:
+    if len(set(groups)) < 2:
         raise QAError("cross-fitting needs at least 2 groups (articles): give the rows a title")
-    fold_of = {g: i % min(n_folds, len(names)) for i, g in enumerate(names)}
-    fold = np.array([fold_of[g] for g in groups])
+    fold = group_folds(groups, n_folds)
     out = np.empty(len(y))
     for f in np.unique(fold):
         test = fold == f
