@@ -266,6 +266,9 @@ class GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, handler, max_in_flight: int = 256, retry_after: int = 1) -> None:
+        # socketserver's listen backlog is 5: in a burst, connections past it wait for the client's SYN
+        # retry (1 s, then 3 s, ...) before any 503 can be sent. Queue as many as may be in flight.
+        self.request_queue_size = max(128, max_in_flight)
         super().__init__(address, handler)
         self.max_in_flight, self.retry_after = max_in_flight, retry_after
         self.in_flight, self.draining, self.exit_code = 0, False, 0

@@ -92,6 +92,25 @@ def test_a_full_torchserve_queue_is_a_json_503_with_retry_after(upstream, tmp_pa
         server.shutdown()
 
 
+def test_a_burst_of_connections_is_queued_not_left_to_syn_retries(upstream, tmp_path):
+    """socketserver listens with a backlog of 5: the 6th client of a burst waited for its SYN retry
+    (1 s) before the gateway could even refuse it. The gateway queues as many as it lets in flight."""
+    gateway = load_gateway()
+    server = gateway.make_server("127.0.0.1:0", gateway.TorchServe(tmp_path, upstream, upstream, 5.0), None, 64)
+    address = server.server_address  # bound and listening, nothing accepted yet: the kernel queues them
+
+    def connect(_):
+        sock = socket.create_connection(address, timeout=0.5)
+        sock.close()
+        return True
+
+    try:
+        with ThreadPoolExecutor(64) as pool:
+            assert all(pool.map(connect, range(64)))
+    finally:
+        server.server_close()
+
+
 def test_more_requests_than_max_in_flight_get_503_at_once(upstream, tmp_path):
     server, url = in_thread_gateway(upstream, tmp_path, max_in_flight=2)
     try:
