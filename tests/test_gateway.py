@@ -96,7 +96,9 @@ def test_a_burst_of_connections_is_queued_not_left_to_syn_retries(upstream, tmp_
     """socketserver listens with a backlog of 5: the 6th client of a burst waited for its SYN retry
     (1 s) before the gateway could even refuse it. The gateway queues as many as it lets in flight."""
     gateway = load_gateway()
-    server = gateway.make_server("127.0.0.1:0", gateway.TorchServe(tmp_path, upstream, upstream, 5.0), None, 64)
+    server = gateway.make_server(
+        "127.0.0.1:0", gateway.TorchServe(tmp_path, upstream, upstream, 5.0), None, 64
+    )
     address = server.server_address  # bound and listening, nothing accepted yet: the kernel queues them
 
     def connect(_):
