@@ -34,6 +34,7 @@ from pathlib import Path
 from qa_serving.core.config import QAConfig
 from qa_serving.errors import QAError
 from qa_serving.core.hardware import cpu_flags
+from qa_serving.core.windowing import quiet_mistral_regex_warning
 from qa_serving.training.heads import MODEL_TYPE as FROZEN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -275,6 +276,7 @@ def _export_fp32(model_dir: Path, output_dir: Path, config, export_config, devic
     )
 
 
+@quiet_mistral_regex_warning()
 def export_onnx(
     *,
     model_dir: str | Path,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa_serving.core.config import QAConfig
+from qa_serving.core.windowing import quiet_mistral_regex_warning
 from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def _finish_folder(folder: Path, config, tokenizer, qa_config: QAConfig) -> None
     qa_config.save(folder)
 
 
+@quiet_mistral_regex_warning()
 def export_openvino(
     *,
     model_dir: str | Path,

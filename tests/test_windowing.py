@@ -279,3 +279,43 @@ def test_korean_answer_inside_a_word_is_covered_by_its_token(tiny_tokenizer):
     span = context[features.offsets[0][s, 0] : features.offsets[0][e, 1]]
     assert span == "세종대왕은"
     assert span.removesuffix("은") == answer
+
+
+def test_quiet_mistral_regex_warning_drops_only_that_warning_and_only_inside(tmp_path):
+    """Optimum's exporters load the saved tokenizer themselves; for a large-vocabulary model transformers
+    4.57 then warns "incorrect regex pattern ... fix_mistral_regex" (a false positive) several times per
+    export. The export functions run under this filter; other warnings, and the same one outside, pass."""
+    import logging
+
+    from qa_serving.core.windowing import quiet_mistral_regex_warning
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    handler = Collect()
+    logger.addHandler(handler)
+    mistral = (
+        f"The tokenizer you are loading from '{tmp_path}' with an incorrect regex pattern: ... You should set "
+        "the `fix_mistral_regex=True` flag when loading this tokenizer to fix this issue."
+    )
+    try:
+        with quiet_mistral_regex_warning():
+            logger.warning(mistral)
+            logger.warning("another warning")
+        logger.warning(mistral)
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["another warning", mistral]
+
+
+def test_the_export_functions_run_under_the_mistral_regex_filter():
+    import inspect
+
+    from qa_serving.export import onnx, openvino
+
+    for fn in (onnx.export_onnx, openvino.export_openvino):
+        assert "@quiet_mistral_regex_warning()" in inspect.getsource(fn), fn.__name__

@@ -16,7 +16,9 @@ Deliberate simplifications:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +231,26 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), use_fast=True, fix_mistral_regex=False)
+
+
+class _MistralRegexFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fix_mistral_regex" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_mistral_regex_warning() -> Iterator[None]:
+    """Drop transformers' "incorrect regex pattern ... fix_mistral_regex" warning while the block runs
+    (also a decorator). Libraries that load a saved tokenizer themselves (Optimum's exporters) cannot be
+    passed ``fix_mistral_regex=False``; the warning is the false positive :func:`load_tokenizer` explains,
+    printed several times per export of a model with a large vocabulary. Other warnings pass."""
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    quiet = _MistralRegexFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def prepare_features(
