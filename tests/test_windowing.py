@@ -281,13 +281,16 @@ def test_korean_answer_inside_a_word_is_covered_by_its_token(tiny_tokenizer):
     assert span.removesuffix("은") == answer
 
 
-def test_quiet_mistral_regex_warning_drops_only_that_warning_and_only_inside(tmp_path):
-    """Optimum's exporters load the saved tokenizer themselves; for a large-vocabulary model transformers
-    4.57 then warns "incorrect regex pattern ... fix_mistral_regex" (a false positive) several times per
-    export. The export functions run under this filter; other warnings, and the same one outside, pass."""
-    import logging
+MISTRAL_WARNING = (
+    "The tokenizer you are loading from 'model' with an incorrect regex pattern: ... You should set "
+    "the `fix_mistral_regex=True` flag when loading this tokenizer to fix this issue."
+)
 
-    from qa_serving.core.windowing import quiet_mistral_regex_warning
+
+@pytest.fixture
+def tokenizer_warnings():
+    """The messages logged on transformers' tokenizer-loading logger while the test runs."""
+    import logging
 
     seen: list[str] = []
 
@@ -295,27 +298,48 @@ def test_quiet_mistral_regex_warning_drops_only_that_warning_and_only_inside(tmp
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    logger = logging.getLogger("transformers.tokenization_utils_base")
-    handler = Collect()
+    logger, handler = logging.getLogger("transformers.tokenization_utils_base"), Collect()
     logger.addHandler(handler)
-    mistral = (
-        f"The tokenizer you are loading from '{tmp_path}' with an incorrect regex pattern: ... You should set "
-        "the `fix_mistral_regex=True` flag when loading this tokenizer to fix this issue."
-    )
-    try:
-        with quiet_mistral_regex_warning():
-            logger.warning(mistral)
-            logger.warning("another warning")
-        logger.warning(mistral)
-    finally:
-        logger.removeHandler(handler)
-    assert seen == ["another warning", mistral]
+    yield seen
+    logger.removeHandler(handler)
 
 
-def test_the_export_functions_run_under_the_mistral_regex_filter():
-    import inspect
+def test_quiet_mistral_regex_warning_drops_only_that_warning_and_only_inside(tokenizer_warnings):
+    """Optimum's exporters load the saved tokenizer themselves; for a large-vocabulary model transformers
+    4.57 then warns "incorrect regex pattern ... fix_mistral_regex" (a false positive) several times per
+    export. The export functions run under this filter; other warnings, and the same one outside, pass."""
+    import logging
 
-    from qa_serving.export import onnx, openvino
+    from qa_serving.core.windowing import quiet_mistral_regex_warning
 
-    for fn in (onnx.export_onnx, openvino.export_openvino):
-        assert "@quiet_mistral_regex_warning()" in inspect.getsource(fn), fn.__name__
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    with quiet_mistral_regex_warning():
+        logger.warning(MISTRAL_WARNING)
+        logger.warning("another warning")
+    logger.warning(MISTRAL_WARNING)
+    assert tokenizer_warnings == ["another warning", MISTRAL_WARNING]
+
+
+@pytest.mark.parametrize("module, first_step, call", [("onnx", "_check_options", "export_onnx"),
+                                                      ("openvino", "_check", "export_openvino")])  # fmt: skip
+def test_the_export_functions_run_under_the_mistral_regex_filter(
+    monkeypatch, tokenizer_warnings, tmp_path, module, first_step, call
+):
+    """The warning, logged from inside an export (here by its first step, as Optimum's loading does), is
+    dropped; the same warning after the export returns is not."""
+    import importlib
+    import logging
+
+    exporter = importlib.import_module(f"qa_serving.export.{module}")
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+
+    def warn_and_stop(*args, **kwargs):
+        logger.warning(MISTRAL_WARNING)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(exporter, first_step, warn_and_stop)
+    with pytest.raises(RuntimeError, match="stop here"):
+        getattr(exporter, call)(model_dir=tmp_path, output_dir=tmp_path / "out")
+    assert tokenizer_warnings == []
+    logger.warning(MISTRAL_WARNING)
+    assert tokenizer_warnings == [MISTRAL_WARNING]

@@ -233,9 +233,8 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path), use_fast=True, fix_mistral_regex=False)
 
 
-class _MistralRegexFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "fix_mistral_regex" not in record.getMessage()
+def _not_mistral_regex(record: logging.LogRecord) -> bool:
+    return "fix_mistral_regex" not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -245,12 +244,11 @@ def quiet_mistral_regex_warning() -> Iterator[None]:
     passed ``fix_mistral_regex=False``; the warning is the false positive :func:`load_tokenizer` explains,
     printed several times per export of a model with a large vocabulary. Other warnings pass."""
     logger = logging.getLogger("transformers.tokenization_utils_base")
-    quiet = _MistralRegexFilter()
-    logger.addFilter(quiet)
+    logger.addFilter(_not_mistral_regex)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        logger.removeFilter(_not_mistral_regex)
 
 
 def prepare_features(
