@@ -28,15 +28,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude: tuple
         if f.name in exclude or f.name.startswith("_"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
+        if "default" not in help_text:  # a help text that explains its own default keeps only that
+            help_text += f" (default: {f.default if f.default is not dataclasses.MISSING else None})"
         type_name = str(f.type).replace(" | None", "").replace("Optional[", "").rstrip("]")
-        default = f.default if f.default is not dataclasses.MISSING else None
         if type_name == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=_TYPES.get(type_name, str), default=None,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, type=_TYPES.get(type_name, str), default=None, help=help_text)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, base=None):
