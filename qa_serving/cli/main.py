@@ -144,8 +144,8 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from qa_serving.data.loading import load_examples
     from qa_serving.data.evaluation import evaluate
+    from qa_serving.data.loading import load_examples
 
     backend, tokenizer, config, _ = _load(args)
     data = load_examples(args.eval_file)
