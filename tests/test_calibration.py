@@ -269,6 +269,14 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     # A one-epoch tiny model gets (nearly) every answer wrong: half-right labels exercise the fitting path.
     half = lambda texts, golds, metric: np.arange(len(texts)) % 2.0
     monkeypatch.setattr(fitting, "exact_per_question", half)
+    answered = []  # what the calibrator's fitting runs the model over itself
+
+    def recording(backend, tokenizer, examples, config, **kw):
+        answered.extend(ex.passages is not None for ex in examples)
+        return real_answer(backend, tokenizer, examples, config, **kw)
+
+    real_answer = fitting.answer
+    monkeypatch.setattr(fitting, "answer", recording)
     data = write_squad(tmp_path / "train.json", n_articles=30, seed=3)
     cfg = TrainConfig(
         from_scratch="tiny", train_file=str(data), output_dir=str(tmp_path / "model"), epochs=1,
@@ -282,6 +290,68 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     assert QAConfig.from_model_dir(out).calibrator is not None
     saved = json.loads((out / "eval_results.json").read_text())
     assert "probability_aurc" in saved["calibration"]
+    # The top 5 answers of the evaluation split came from the final evaluation's forward passes: the fitting
+    # ran the model only over the several-passage rows.
+    assert answered and all(answered)
+    assert results["calibration"]["questions"] == results["eval_questions"]
+
+
+def test_answer_variants_equal_separate_calls_from_one_pass(tiny_model_dir, eval_file):
+    from qa_serving.core.answering import Example, answer, answer_variants
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.config import QAConfig
+    from qa_serving.core.windowing import load_tokenizer
+    from qa_serving.data.loading import load_examples
+
+    data = load_examples(eval_file).select(range(40))
+    backend, tokenizer = load_backend(tiny_model_dir, backend="torch", device="cpu"), load_tokenizer(tiny_model_dir)
+    rows = []
+    counting = lambda batch: rows.append(len(batch["input_ids"])) or backend(batch)
+    keys = ("answer", "start", "end", "score")
+    for mode in ("pipeline", "squad"):
+        config = QAConfig.from_model_dir(tiny_model_dir).replace(span_scoring=mode)
+        examples = [Example(q, c, {"max_answer_len": 5}) for q, c in zip(data["question"], data["context"])]
+        rows.clear()
+        top1, top5 = answer_variants(counting, tokenizer, examples, [{}, {"top_k": 5}], config)
+        windows = sum(p.windows for p in top1)
+        assert sum(rows) == windows  # each window ran once for both option sets
+        for got, options in ((top1, {}), (top5, {"top_k": 5})):
+            own = [Example(ex.question, ex.context, {**ex.options, **options}) for ex in examples]
+            want = answer(backend, tokenizer, own, config)
+            assert [[tuple(a[k] for k in keys) for a in p.answers] for p in got] == [
+                [tuple(a[k] for k in keys) for a in p.answers] for p in want
+            ]
+        assert max(len(p.answers) for p in top5) == 5 and max(len(p.answers) for p in top1) == 1
+    with pytest.raises(QAError, match="top_k"):
+        answer_variants(backend, tokenizer, examples[:1], [{"top_k": 0}], config)
+
+
+def test_fit_calibrator_on_given_answers_runs_no_model_and_fits_the_same(tmp_path):
+    from conftest import save_exportable_model
+
+    from qa_serving.core.answering import answer_variants
+    from qa_serving.core.backends import load_backend
+    from qa_serving.core.config import QAConfig
+    from qa_serving.core.windowing import load_tokenizer
+    from qa_serving.data.calibrate import fit_calibrator
+    from qa_serving.data.loading import load_examples
+    from qa_serving.data.synthetic import write_squad
+
+    model = save_exportable_model(tmp_path / "model")
+    source = write_squad(tmp_path / "gen.json", n_articles=4, seed=2)
+    data = load_examples(_half_right_eval_file(model, source, tmp_path / "eval.json"))
+    config = QAConfig.from_model_dir(model)
+    backend, tokenizer = load_backend(model, backend="torch", device="cpu"), load_tokenizer(model)
+    pairs = list(zip(data["question"], data["context"]))
+    _, top5 = answer_variants(backend, tokenizer, pairs, [{}, {"top_k": 5}], config)
+    fit = dict(metric="squad", passage_questions=0, n_folds=2)
+    fresh, _ = fit_calibrator(backend, tokenizer, config, data, **fit)
+    never = lambda batch: pytest.fail("the model ran although the answers were given")
+    given, rows = fit_calibrator(never, tokenizer, config, data, predictions=top5, **fit)
+    np.testing.assert_allclose(given.coef, fresh.coef)
+    assert rows.report["questions"] == len(data)
+    with pytest.raises(QAError, match="one per question"):
+        fit_calibrator(never, tokenizer, config, data, predictions=top5[:-1], **fit)
 
 
 def test_fit_calibrator_on_a_hub_style_folder_keeps_the_stock_answers(tmp_path):

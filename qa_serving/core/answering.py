@@ -1,7 +1,8 @@
 """The one core call: examples -> windows -> the padding the span-scoring mode needs -> batched forward
 passes -> answers.
 
-Every door calls :func:`answer` / :func:`answer_stream`: the pipeline (lists and lazy iterators), the
+Every door calls :func:`answer` / :func:`answer_stream` (:func:`answer_variants`: several option sets
+over one forward pass, for evaluation): the pipeline (lists and lazy iterators), the
 served model (:mod:`qa_serving.serving.service`: TorchServe handler, KServe runtime), ``evaluate`` and
 ``predict``, the training-time evaluation, the exporter's parity check and the quickstart. Each
 :class:`Example` carries its own per-example options (``top_k``, ``max_answer_len``,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -338,6 +339,52 @@ def answer_stream(
     batch with unread windows wait for the next chunk (then tokenized again).
     """
     config = config or QAConfig()
+    for done, features, starts, ends, padded in _logit_chunks(
+        backend, tokenizer, examples, config, chunk_size, stock_batch_size
+    ):
+        yield from answers_per_example(done, features, starts, ends, config, padded_length=padded)
+
+
+def answer_variants(
+    backend: Backend,
+    tokenizer,
+    examples: Sequence[Example | tuple[str, str]],
+    variants: Sequence[Mapping[str, Any]],
+    config: QAConfig | None = None,
+    *,
+    chunk_size: int = 512,
+    progress: bool = False,
+) -> list[list[Prediction]]:
+    """The answers of every example under each of several option sets, from one forward pass of its
+    windows: ``out[v][i]`` is what :func:`answer` gives for example ``i`` with ``variants[v]`` over its own
+    options. For option sets that change only post-processing (``top_k``, ``max_answer_len``, ...): e.g.
+    the served top answer and the top 5 of the same questions, at the cost of one pass.
+
+    Example: ``top1, top5 = answer_variants(backend, tok, [("Who?", "Ada did.")], [{}, {"top_k": 5}])``.
+    """
+    config = config or QAConfig()
+    variants = [parse_options(dict(v), per_example_only=True) for v in variants]
+    out: list[list[Prediction]] = [[] for _ in variants]
+    bar = tqdm(total=len(examples), desc="questions", unit="q", disable=not progress)
+    for done, features, starts, ends, padded in _logit_chunks(backend, tokenizer, examples, config, chunk_size, 1):
+        for v, options in enumerate(variants):
+            own = [replace(ex, options={**ex.options, **options}) for ex in done]
+            out[v] += answers_per_example(own, features, starts, ends, config, padded_length=padded)
+        bar.update(len(done))
+    bar.close()
+    return out
+
+
+def _logit_chunks(
+    backend: Backend,
+    tokenizer,
+    examples: Iterable[Example | tuple[str, str]],
+    config: QAConfig,
+    chunk_size: int,
+    stock_batch_size: int,
+) -> Iterator[tuple[list[Example], Features, list[np.ndarray], list[np.ndarray], np.ndarray | None]]:
+    """Chunks of examples with their windows' logits: ``(examples, features, starts, ends, padded)``, the
+    ``padded`` lengths of the stock batches in ``"pipeline"`` mode (see :func:`answer_stream`)."""
     stock = config.span_scoring == "pipeline"
     source = (as_example(item) for item in examples)
     pending: list[Example] = []
@@ -375,7 +422,7 @@ def answer_stream(
             position, carried = next_position, next_carried
         left = stock and features.padding_side == "left"
         starts, ends = window_logits(backend, features, config, pad_lengths=padded if left else None)
-        yield from answers_per_example(pending[:n_done], features, starts, ends, config, padded_length=padded)
+        yield pending[:n_done], features, starts, ends, padded
         pending, want = pending[n_done:], chunk_size
         if exhausted and not pending:
             return

@@ -161,16 +161,21 @@ def fit_calibrator(
     seed: int = 0,
     n_folds: int = 5,
     progress: bool = False,
+    predictions: Sequence[Prediction] | None = None,
     **info: Any,
 ) -> tuple[Calibrator, CalibrationData]:
     """Answer ``dataset``'s questions (``top_k`` answers each, without a calibrator), and
     ``passage_questions`` of them (seeded sample) over ``passages`` paragraphs of their article; fit on
     every row (:func:`fit_with_report`). ``passages < 2``, or no article with two paragraphs:
-    single-paragraph rows only."""
+    single-paragraph rows only. ``predictions``: those ``top_k`` answers of ``dataset``, when already at
+    hand (``evaluate(..., also_answer=[{"top_k": 5}])``): the questions are not answered again."""
     config = dataclasses.replace(config, calibrator=None)
     options = {"top_k": top_k}
-    examples = [Example(q, c, options) for q, c in zip(dataset["question"], dataset["context"])]
-    predictions = answer(backend, tokenizer, examples, config, progress=progress)
+    if predictions is None:
+        examples = [Example(q, c, options) for q, c in zip(dataset["question"], dataset["context"])]
+        predictions = answer(backend, tokenizer, examples, config, progress=progress)
+    elif len(predictions) != len(dataset) or any("probability" in a for p in predictions for a in p.answers):
+        raise QAError("predictions must be the dataset's answers, one per question, without a calibrator")
     data = calibration_data(dataset, predictions, config.span_scoring, metric)
     titles = list(dataset["title"]) if "title" in dataset.column_names else []
     if passages >= 2 and titles and passage_questions > 0:

@@ -12,18 +12,19 @@ for a calibrated model) rank and calibrate them: ECE, AURC, coverage at 80/90/95
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-
-import numpy as np
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from qa_serving.core.answering import Backend, answer, answer_variants
 from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.core.answering import Backend, answer
-from qa_serving.data.metrics import compute_metrics, references_from_dataset
 from qa_serving.core.postprocess import Prediction
+from qa_serving.data.metrics import compute_metrics, references_from_dataset
 from qa_serving.data.selective import PRECISIONS, selective_report, threshold_at_precision
+from qa_serving.errors import QAError
 
 METRICS = ("squad", "squad_v2", "korquad")
 
@@ -41,6 +42,7 @@ class EvalResult:
     confidence: dict[str, np.ndarray] = field(default_factory=dict)
     correct: np.ndarray | None = None
     answers: list[Prediction] = field(default_factory=list)  # the full predictions, in dataset order
+    also: list[list[Prediction]] = field(default_factory=list)  # per ``also_answer`` option set, unscored
 
     @property
     def questions_per_second(self) -> float:
@@ -125,16 +127,25 @@ def evaluate(
     metric: str = "auto",
     source: str | Path | None = None,
     progress: bool = False,
+    also_answer: Sequence[Mapping[str, Any]] = (),
 ) -> EvalResult:
-    """Answer every question of ``dataset`` (flat columns) and score the answers."""
+    """Answer every question of ``dataset`` (flat columns) and score the answers.
+
+    ``also_answer``: more option sets (e.g. ``[{"top_k": 5}]``) answered from the same forward passes
+    (:func:`~qa_serving.core.answering.answer_variants`), kept unscored in ``result.also``: what a
+    calibrator is fitted on, without running the model over the questions a second time.
+    """
     config = config or QAConfig()
     metric = pick_metric(metric, config, source)
     started = time.perf_counter()
-    predictions = answer(
-        backend, tokenizer, list(zip(dataset["question"], dataset["context"])), config, progress=progress
-    )
+    pairs = list(zip(dataset["question"], dataset["context"]))
+    if also_answer:
+        predictions, *also = answer_variants(backend, tokenizer, pairs, [{}, *also_answer], config, progress=progress)
+    else:
+        predictions, also = answer(backend, tokenizer, pairs, config, progress=progress), []
     seconds = time.perf_counter() - started
     result = evaluate_predictions(dataset, predictions, metric, config)
+    result.also = also
     result.seconds = seconds
     result.metrics["questions_per_second"] = result.questions_per_second
     return result

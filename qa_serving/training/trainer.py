@@ -25,10 +25,10 @@ import numpy as np
 
 from qa_serving.core.batching import pad_rows
 from qa_serving.core.config import QAConfig
-from qa_serving.core.options import PRECISION
-from qa_serving.errors import QAError
 from qa_serving.core.hardware import has_native_bf16, resolve_precision
+from qa_serving.core.options import PRECISION
 from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
+from qa_serving.errors import QAError
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,9 @@ class TrainConfig:
     calibrate: bool = field(
         default=True,
         metadata={"help": "Fit the probability calibrator (qa_calibrator.json) on the evaluation split at the "
-                          "end (its top 5 answers per question, and 300 of its questions over 5 paragraphs of "
-                          "their article: up to two more evaluation passes); eval_results.json gets "
+                          "end: its top 5 answers per question (from the final evaluation's forward passes; SQuAD v2: "
+                          "one more pass, at the searched null threshold) and 300 of its questions over 5 "
+                          "paragraphs of their article (5x300 more paragraphs to read); eval_results.json gets "
                           "its figures cross-fitted by article."},
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Windows per forward pass at evaluation."})
@@ -444,10 +445,13 @@ def training_arguments(cfg: TrainConfig, precision: str, cuda: bool):
     )
 
 
-def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, backend, tokenizer) -> dict[str, Any] | None:
+def _fit_calibrator(
+    cfg: TrainConfig, qa_config, eval_ds, backend, tokenizer, top_answers=None
+) -> dict[str, Any] | None:
     """Fit ``qa_config.calibrator`` on the evaluation split (held-out articles: their top 5 answers, and a
     sample of the questions read over several paragraphs); returns its figures cross-fitted by article, or
-    ``None`` (logged) when the split cannot support one."""
+    ``None`` (logged) when the split cannot support one. ``top_answers``: the top 5 answers of the split,
+    when the final evaluation computed them (not answered again)."""
     from qa_serving.data.calibrate import fit_calibrator
     from qa_serving.data.evaluation import pick_metric
 
@@ -460,6 +464,7 @@ def _fit_calibrator(cfg: TrainConfig, qa_config, eval_ds, backend, tokenizer) ->
             eval_ds,
             metric,
             progress=cfg.progress,
+            predictions=top_answers,
             source="training evaluation split",
         )
     except QAError as err:
@@ -475,6 +480,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import Trainer, set_seed
 
     from qa_serving.core.backends import TorchBackend
+    from qa_serving.data.calibrate import TOP_K as CALIBRATION_TOP_K
     from qa_serving.data.evaluation import evaluate
 
     set_seed(cfg.seed)
@@ -530,13 +536,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # model's (fp32, as `qa-serving evaluate` loads it), so unwrap it. The curve points stay bf16.
     served = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     backend = TorchBackend(served)
+    # The calibrator's top 5 answers come from the same forward passes as the final figures, except for
+    # SQuAD v2, whose answers change with the null threshold searched below.
+    reuse = cfg.calibrate and not qa_config.handle_impossible_answer
     final = evaluate(
-        backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress
+        backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress,
+        also_answer=[{"top_k": CALIBRATION_TOP_K}] if reuse else (),
     )
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
         # Serve with the threshold searched on the held-out part (reported beside the figures at 0).
         qa_config = qa_config.replace(null_score_diff_threshold=float(final.metrics["best_f1_thresh"]))
-    calibration = _fit_calibrator(cfg, qa_config, eval_ds, backend, tokenizer) if cfg.calibrate else None
+    calibration = None
+    if cfg.calibrate:
+        top_answers = final.also[0] if reuse else None
+        calibration = _fit_calibrator(cfg, qa_config, eval_ds, backend, tokenizer, top_answers)
     qa_config.save(out)  # with the calibrator, when fitted
     results = {
         "data": source,
