@@ -34,7 +34,7 @@ def load_run(folder: Path) -> dict[str, np.ndarray]:
 def one_draw(run: dict[str, np.ndarray], fit_titles: set[str]) -> dict[str, float]:
     """Fit on the rows of ``fit_titles``' articles, score the single-paragraph rows of the others."""
     from qa_serving.core.calibration import Calibrator
-    from qa_serving.data.selective import ece_noise, selective_report
+    from qa_serving.data.selective import ece_noise_draws, selective_report
 
     fit = np.isin(run["titles"], list(fit_titles))
     fit_m = np.isin(run["tm"], list(fit_titles))
@@ -45,11 +45,12 @@ def one_draw(run: dict[str, np.ndarray], fit_titles: set[str]) -> dict[str, floa
     ok = run["ok"][scored]
     prob = calibrator.predict(run["x"][scored])
     p, s = selective_report(prob, ok), selective_report(run["score"][scored], ok)
-    floor, _ = ece_noise(prob, draws=40)
+    perfect = ece_noise_draws(prob, draws=40)  # a perfectly calibrated probability on the same questions
     return {
         "questions": float(scored.sum()),
         "ece": p["ece"],
-        "floor": floor,
+        "floor": float(perfect.mean()),
+        "perfect_met": float(np.mean(perfect <= TARGETS["ece"])),
         "score_ece": s["ece"],
         "aurc": p["aurc"],
         "score_aurc": s["aurc"],
@@ -78,6 +79,7 @@ def summary(name: str, rows: list[dict[str, float]]) -> dict[str, object]:
         "ece": f"{np.median(ece):.3f} ({np.percentile(ece, 5):.3f}-{np.percentile(ece, 95):.3f})",
         "floor": f"{np.median(floor):.3f}",
         "ece_met": np.mean(ece <= TARGETS["ece"]),
+        "perfect_met": col("perfect_met").mean(),
         "excess": np.median(ece - floor),
         "score_ece": np.median(col("score_ece")),
         "aurc_met": np.mean(col("aurc") < col("score_aurc")),
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         Column("floor", "perfect calibration's ECE", align="left"),
         Column("excess", "median excess", ".3f"),
         Column("ece_met", "draws ECE <= 0.03", pct),
+        Column("perfect_met", "(perfect calibration: ECE <= 0.03)", pct),
         Column("score_ece", "score's ECE", ".3f"),
         Column("aurc", "AURC: probability vs score", align="left"),
         Column("aurc_met", "draws AURC below", pct),

@@ -67,6 +67,10 @@ def test_ece_noise_is_what_perfect_calibration_shows_and_shrinks_with_questions(
     assert 0.5 * mean_large < np.mean(perfect) < 1.5 * mean_large
     # A confidence that is off by 0.2 everywhere shows far more than the noise.
     assert selective.ece(np.clip(large + 0.2, 0, 1), rng.random(large.size) < large) > 5 * mean_large
+    # The draws behind the mean: how often perfect calibration meets a target set near the floor.
+    draws = selective.ece_noise_draws(small, draws=100)
+    assert draws.shape == (100,) and draws.mean() == pytest.approx(mean_small)
+    assert 0.2 < np.mean(draws <= mean_small) < 0.8
 
 
 def test_report_and_errors(tmp_path):

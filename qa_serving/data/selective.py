@@ -59,10 +59,16 @@ def ece_noise(
     Example: 1,390 questions, confidences uniform over 0.05..0.95 -> about (0.036, 0.048); 2,026 -> (0.029,
     0.039).
     """
+    values = ece_noise_draws(confidence, n_bins, draws, seed)
+    return float(np.mean(values)), float(np.percentile(values, 95))
+
+
+def ece_noise_draws(confidence: Sequence[float], n_bins: int = 15, draws: int = 200, seed: int = 0) -> np.ndarray:
+    """The ECE of each of ``draws`` label sets drawn as Bernoulli(confidence) (:func:`ece_noise`): e.g. how
+    often a perfectly calibrated confidence would meet an ECE target on this many questions."""
     conf, _ = _arrays(confidence, np.zeros(len(confidence)))
     rng = np.random.default_rng(seed)
-    values = [ece(conf, (rng.random(conf.size) < conf).astype(np.float64), n_bins) for _ in range(draws)]
-    return float(np.mean(values)), float(np.percentile(values, 95))
+    return np.array([ece(conf, (rng.random(conf.size) < conf).astype(np.float64), n_bins) for _ in range(draws)])
 
 
 def reliability(
