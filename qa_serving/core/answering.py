@@ -306,19 +306,15 @@ def answer(
     stock_batch_size: int = 1,
     progress: bool = False,
 ) -> list[Prediction]:
-    """The one core call: answers for many examples, in order (see :func:`answer_stream`).
+    """The one core call: answers for many examples, in order (see :func:`answer_stream`; a list, with a
+    progress bar).
 
     Example: ``answer(backend, tok, [Example("Who?", "Ada did.", {"top_k": 2})])[0].answers``.
     """
-    bar = tqdm(total=len(examples), desc="questions", unit="q", disable=not progress)
-    out: list[Prediction] = []
-    for prediction in answer_stream(
-        backend, tokenizer, examples, config, chunk_size=chunk_size, stock_batch_size=stock_batch_size
-    ):
-        out.append(prediction)
-        bar.update(1)
-    bar.close()
-    return out
+    return answer_variants(
+        backend, tokenizer, examples, [{}], config,
+        chunk_size=chunk_size, stock_batch_size=stock_batch_size, progress=progress,
+    )[0]
 
 
 def answer_stream(
@@ -353,6 +349,7 @@ def answer_variants(
     config: QAConfig | None = None,
     *,
     chunk_size: int = 512,
+    stock_batch_size: int = 1,
     progress: bool = False,
 ) -> list[list[Prediction]]:
     """The answers of every example under each of several option sets, from one forward pass of its
@@ -366,9 +363,10 @@ def answer_variants(
     variants = [parse_options(dict(v), per_example_only=True) for v in variants]
     out: list[list[Prediction]] = [[] for _ in variants]
     bar = tqdm(total=len(examples), desc="questions", unit="q", disable=not progress)
-    for done, features, starts, ends, padded in _logit_chunks(backend, tokenizer, examples, config, chunk_size, 1):
+    chunks = _logit_chunks(backend, tokenizer, examples, config, chunk_size, stock_batch_size)
+    for done, features, starts, ends, padded in chunks:
         for v, options in enumerate(variants):
-            own = [replace(ex, options={**ex.options, **options}) for ex in done]
+            own = [replace(ex, options={**ex.options, **options}) for ex in done] if options else done
             out[v] += answers_per_example(own, features, starts, ends, config, padded_length=padded)
         bar.update(len(done))
     bar.close()
