@@ -112,8 +112,12 @@ def test_pipeline_and_precision_hint(exported, tiny_model_dir, caplog):
     ctx = "the tower was built in 1889 by the king of paris"
     out = qa(question="when was the tower built", context=ctx)
     assert set(out) == {"answer", "score", "start", "end"} and ctx[out["start"] : out["end"]] == out["answer"]
-    ref = pipeline("custom-qa", model=str(tiny_model_dir))(question="when was the tower built", context=ctx)
-    assert (out["start"], out["end"]) == (ref["start"], ref["end"])
+    # The random model's spans score within ~1% of each other, so fp32 OpenVINO and PyTorch may order near
+    # ties differently (CI once saw it): OpenVINO's answer must be one of PyTorch's, scored the same.
+    ref = pipeline("custom-qa", model=str(tiny_model_dir))(question="when was the tower built", context=ctx, top_k=20)
+    same = [a for a in ref if (a["start"], a["end"]) == (out["start"], out["end"])]
+    assert same and out["score"] == pytest.approx(same[0]["score"], rel=1e-2)
+    assert out["score"] == pytest.approx(ref[0]["score"], rel=0.05)  # a near tie of PyTorch's best, or it
 
     assert openvino_config("fp32", 2) == {
         "INFERENCE_PRECISION_HINT": "f32",
