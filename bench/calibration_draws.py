@@ -9,7 +9,7 @@ several-passage rows, as ``fit_calibrator``); its other articles are scored. Pri
 draws meeting each target, and the distribution of ECE beside the ECE a perfectly calibrated confidence
 shows on the same questions (its sampling floor).
 
-    python -m bench.calibration_draws bench/results/calibration_half_a bench/results/calibration_half_b
+    python -m bench.calibration_draws bench/results/calibration_half_minilm --fit-articles 7 --draws 200
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ def summary(name: str, rows: list[dict[str, float]]) -> dict[str, object]:
     ece, floor = col("ece"), col("floor")
     return {
         "run": name,
-        "draws": len(rows),
         "questions": col("questions").mean(),
         "em": col("accuracy").mean(),
         "ece": f"{np.median(ece):.3f} ({np.percentile(ece, 5):.3f}-{np.percentile(ece, 95):.3f})",
