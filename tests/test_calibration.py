@@ -231,6 +231,8 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     assert main(["calibrate", "--model", str(model), "--eval-file", str(eval_file), "--folds", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cross_fitted_folds"] == 2 and 0 <= report["probability_ece"] <= 1
+    assert 0 < report["probability_ece_floor"] < report["probability_ece_floor_p95"]  # read ECE against it
+    assert "score_ece_floor" not in report  # the score is not a probability: no floor to compare with
     # Also fitted on questions read over several paragraphs of their article, reported apart.
     n = sum(len(p["qas"]) for a in json.loads(eval_file.read_text())["data"] for p in a["paragraphs"])
     assert report["questions"] == n and 0 < report["passage_questions"] <= n
@@ -246,6 +248,7 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     for key in ("exact_match", "score_ece", "score_aurc", "probability_aurc", "probability_coverage@80"):
         assert key in metrics
+    assert 0 < metrics["probability_ece_floor"] < metrics["probability_ece_floor_p95"]
     assert (plots / "reliability.png").is_file() and (plots / "risk_coverage.png").is_file()
 
     # The calibrator was fitted in the folder's mode ("squad"); a call in the other mode has other features:

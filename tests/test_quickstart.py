@@ -63,3 +63,13 @@ def test_quickstart_failure_leaves_no_server(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_quickstart(cfg)
     assert not _server_alive(tmp_path / "ts")
+
+
+def test_summary_reads_the_probability_ece_against_its_floor():
+    figures = {"ece": 0.031, "aurc": 0.25, "coverage@80": 0.5, "coverage@90": 0.2}
+    cal = {"cross_fitted_folds": 5, **{f"score_{k}": v for k, v in figures.items()}}
+    cal.update({f"probability_{k}": v for k, v in figures.items()}, probability_ece_floor=0.027)
+    rows = {line.split("|")[1].strip(): line for line in format_summary({"calibration": cal}).splitlines()
+            if line.startswith("| ")}
+    assert "perfectly calibrated: ~0.027" in rows["probability (held-out articles, cross-fitted)"]
+    assert "perfectly calibrated" not in rows["score (held-out articles)"]

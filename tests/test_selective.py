@@ -77,6 +77,18 @@ def test_report_and_errors(tmp_path):
     report = selective.selective_report([0.2, 0.7, 0.9], [0, 1, 1])
     assert report["coverage@80"] == pytest.approx(2 / 3) and report["ece"] >= 0
     assert np.isnan(selective.selective_report([2.0, 3.0], [0, 1])["ece"])  # not a probability
+    assert "ece_floor" not in report and "ece_floor" not in selective.selective_report([2.0, 3.0], [0, 1], floor=True)
+
+
+def test_report_floor_is_what_perfect_calibration_shows_on_these_questions():
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.05, 0.95, 600)
+    report = selective.selective_report(conf, rng.random(600) < conf, floor=True)
+    assert (report["ece_floor"], report["ece_floor_p95"]) == pytest.approx(selective.ece_noise(conf))
+    assert 0.02 < report["ece_floor"] < report["ece_floor_p95"] < 0.1  # ~0.05 on 600 questions
+    # Sharper confidences (near 0 and 1) leave less room for sampling noise: a lower floor.
+    sharp = selective.selective_report(np.where(conf > 0.5, 0.97, 0.03), rng.random(600) < 0.5, floor=True)
+    assert sharp["ece_floor"] < report["ece_floor"] / 2
     with pytest.raises(QAError):
         selective.ece([], [])
     with pytest.raises(QAError):

@@ -275,9 +275,11 @@ def format_summary(s: dict) -> str:
     cal = s.get("calibration")
     if cal and cal.get("cross_fitted_folds"):
         for name in ("score", "probability"):
+            floor = cal.get(f"{name}_ece_floor")  # what a perfectly calibrated probability shows on these
             rows.append((
                 f"{name} (held-out articles{', cross-fitted' if name == 'probability' else ''})",
-                f"ECE {cal[f'{name}_ece']:.3f}, AURC {cal[f'{name}_aurc']:.3f}, answers at 80%/90% precision: "
+                f"ECE {cal[f'{name}_ece']:.3f}" + (f" (perfectly calibrated: ~{floor:.3f})" if floor else "")
+                + f", AURC {cal[f'{name}_aurc']:.3f}, answers at 80%/90% precision: "
                 f"{100 * cal[f'{name}_coverage@80']:.0f}%/{100 * cal[f'{name}_coverage@90']:.0f}%",
             ))
     if "parity" in s:

@@ -234,7 +234,7 @@ def fit_with_report(data: CalibrationData, n_folds: int = 5, **info: Any) -> Cal
     if prob is not None:
         for prefix, part in parts.items():
             if part.any():
-                figures = selective_report(prob[part], rows.correct[part])
+                figures = selective_report(prob[part], rows.correct[part], floor=True)
                 report.update({f"{prefix}probability_{k}": v for k, v in figures.items()})
         report["cross_fitted_folds"] = min(n_folds, len(set(rows.titles)))
     else:

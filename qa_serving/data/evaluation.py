@@ -93,7 +93,8 @@ def _add_selective(result: EvalResult, dataset, predictions: Sequence[Prediction
     if all("probability" in b for b in best):
         result.confidence["probability"] = np.array([b["probability"] for b in best])
     for name, conf in result.confidence.items():
-        result.selective.update({f"{name}_{k}": v for k, v in selective_report(conf, result.correct).items()})
+        figures = selective_report(conf, result.correct, floor=name == "probability")
+        result.selective.update({f"{name}_{k}": v for k, v in figures.items()})
         if name == "probability":
             for p in PRECISIONS:
                 result.selective[f"probability_threshold@{round(p * 100)}"] = threshold_at_precision(
