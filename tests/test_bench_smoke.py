@@ -158,6 +158,8 @@ def _features_npz(path: Path, shift: float, seed: int = 0) -> Path:
 
 
 def test_calibration_draws_separate_sampling_noise_from_article_shift(tmp_path, capsys):
+    import numpy as np
+
     from bench import calibration_draws
 
     calibrated = calibration_draws.draws(calibration_draws.load_run(_features_npz(tmp_path / "same", 0.0)), 7, 8, 0)
@@ -166,6 +168,13 @@ def test_calibration_draws_separate_sampling_noise_from_article_shift(tmp_path, 
     assert abs(excess(calibrated)) < 0.02 < excess(shifted)
     assert all(r["questions"] == 1500 for r in calibrated)  # the 5 articles not fitted on
     assert all(r["aurc"] < r["score_aurc"] for r in calibrated)
+    # The level of all articles takes out the shift the 7 fitted articles taught, not the scored ones' own.
+    median = lambda rows, k: sorted(r[k] for r in rows)[len(rows) // 2]
+    assert abs(median(calibrated, "ece_all_level") - median(calibrated, "floor")) < 0.01
+    assert median(shifted, "ece_all_level") < median(shifted, "ece")
+    assert median(shifted, "ece_own_level") < median(shifted, "ece")  # the oracle knows the scored articles
+    level = calibration_draws.shift_to_level(np.array([0.2, 0.5, 0.9]), 0.7)
+    assert level.mean() == pytest.approx(0.7) and np.all(np.diff(level) > 0)
     args = [str(tmp_path / "same"), str(tmp_path / "shift"), "--draws", "3", "--out", str(tmp_path / "t.md")]
     assert calibration_draws.main(args) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
