@@ -21,7 +21,6 @@ from typing import Any
 
 from bench.common import EvalSet, default_eval_file, latency_summary, peak_rss_mib
 
-
 # --- the variants -------------------------------------------------------------------------------------
 
 

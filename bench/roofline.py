@@ -14,7 +14,6 @@ from pathlib import Path
 
 from bench.common import EvalSet
 
-
 PEAK_SHAPES = ((4096, 768, 3072), (4096, 3072, 768), (2048, 2048, 2048))  # BERT-base-like GEMMs
 
 

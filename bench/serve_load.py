@@ -178,9 +178,9 @@ def in_process_qps(model_folder: Path, backend: str, eval_set: EvalSet, chunk: i
     import torch
     from transformers import AutoTokenizer
 
+    from qa_serving.core.answering import answer
     from qa_serving.core.backends import load_backend
     from qa_serving.core.config import QAConfig
-    from qa_serving.core.answering import answer
 
     torch.set_num_threads(available_cpus())
     config = QAConfig.from_model_dir(model_folder)

@@ -11,7 +11,6 @@ from typing import Any
 
 from bench.common import Column
 
-
 TORCH_PATH_SHAPES = {"b8": (8, 128), "b1": (1, 128)}  # (batch, tokens): small, so a busy machine copes
 
 

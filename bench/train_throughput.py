@@ -41,8 +41,8 @@ def _windows(model_dir: Path, train_file: Path, questions: int, max_length: int)
     from transformers import AutoTokenizer
 
     from qa_serving.core.config import QAConfig
-    from qa_serving.data.loading import load_examples, split_by_article
     from qa_serving.core.windowing import prepare_features
+    from qa_serving.data.loading import load_examples, split_by_article
 
     train, _ = split_by_article(load_examples(str(train_file)), eval_fraction=0.2, seed=0)
     train = train.select(range(min(questions, len(train))))

@@ -6,8 +6,20 @@
 
 from __future__ import annotations
 
-from qa_serving.export.onnx import ExportResult, detect_quantization_target, export_onnx, supported_model_types
-from qa_serving.export.parity import ParityReport, ParityRow, check_export, format_table, logit_parity, quality_parity
+from qa_serving.export.onnx import (
+    ExportResult,
+    detect_quantization_target,
+    export_onnx,
+    supported_model_types,
+)
+from qa_serving.export.parity import (
+    ParityReport,
+    ParityRow,
+    check_export,
+    format_table,
+    logit_parity,
+    quality_parity,
+)
 
 __all__ = [
     "ExportResult",

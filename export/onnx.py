@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
 from qa_serving.core.hardware import cpu_flags
 from qa_serving.core.windowing import quiet_mistral_regex_warning
+from qa_serving.errors import QAError
 from qa_serving.training.heads import MODEL_TYPE as FROZEN_TYPE
 
 logger = logging.getLogger(__name__)

@@ -184,10 +184,10 @@ def check_openvino_export(
     and, where the CPU has native bf16 (``bf16=None``: detected), a ``bf16`` row are held to the F1-drop
     rule. Writes ``parity.json`` into the export folder.
     """
+    from qa_serving.export.parity import check_variants
+
     from qa_serving.core.backends import load_backend
     from qa_serving.core.hardware import has_native_bf16
-
-    from qa_serving.export.parity import check_variants
 
     def load_variants() -> dict:
         out = {"fp32": (str(result.output_dir), load_backend(result.output_dir, "openvino", dtype="fp32"))}

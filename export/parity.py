@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.data.evaluation import evaluate_predictions, pick_metric
 from qa_serving.core.answering import Backend, answer, window_logits
-from qa_serving.tables import Column, markdown_table
+from qa_serving.core.config import QAConfig
 from qa_serving.core.windowing import load_tokenizer, prepare_features
+from qa_serving.data.evaluation import evaluate_predictions, pick_metric
+from qa_serving.errors import QAError
+from qa_serving.tables import Column, markdown_table
 
 logger = logging.getLogger(__name__)
 

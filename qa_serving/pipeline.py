@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForQuestionAnswering, Pipeline, SquadExample
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from qa_serving.core.answering import Example, answer_stream
 from qa_serving.core.backends import load_model, make_backend
 from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.core.answering import Example, answer_stream
 from qa_serving.core.options import ALIASES, OPTIONS, PRECISION, parse_options
+from qa_serving.errors import QAError
 
 # Pipeline-only arguments (not answer options): how a call runs, not what it answers.
 _CALL_ARGS = {"progress", "num_workers", "padding"}

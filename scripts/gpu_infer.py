@@ -8,8 +8,8 @@ from transformers import AutoTokenizer
 
 from qa_serving.core.backends import load_backend
 from qa_serving.core.config import QAConfig
-from qa_serving.data.loading import load_examples, split_by_article
 from qa_serving.data.evaluation import evaluate
+from qa_serving.data.loading import load_examples, split_by_article
 
 model_dir, data_file = sys.argv[1], sys.argv[2]
 _, eval_ds = split_by_article(load_examples(data_file), eval_fraction=0.2, seed=0)

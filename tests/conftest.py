@@ -222,8 +222,8 @@ def save_exportable_model(path: Path) -> Path:
     """A random tiny BERT span model + WordPiece tokenizer trained on generated SQuAD text + qa_config.json
     (:data:`EXPORT_QA_CONFIG_FIELDS`): what the ONNX and OpenVINO export tests convert."""
     from qa_serving.core.config import QAConfig
-    from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
     from qa_serving.data.synthetic import generate_squad
+    from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
 
     paragraphs = [p for article in generate_squad(20, seed=3)["data"] for p in article["paragraphs"]]
     texts = [p["context"] for p in paragraphs] + [qa["question"] for p in paragraphs for qa in p["qas"]]

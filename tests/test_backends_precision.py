@@ -12,9 +12,9 @@ import pytest
 from qa_serving.core import hardware
 from qa_serving.core.backends import TorchBackend, load_backend, make_backend, resolve_dtype
 from qa_serving.core.config import QAConfig
+from qa_serving.data.synthetic import generate_squad
 from qa_serving.errors import QAError
 from qa_serving.training.scratch import scratch_model, train_wordpiece_tokenizer
-from qa_serving.data.synthetic import generate_squad
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qa_serving.core.answering import window_logits
 from qa_serving.core.backends import TorchBackend
 from qa_serving.core.batching import iter_batches, make_batch, pad_rows, plan_batches, unpad_logits
 from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
-from qa_serving.core.answering import window_logits
 from qa_serving.core.windowing import prepare_features
+from qa_serving.errors import QAError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -347,7 +347,7 @@ def test_fit_calibrator_on_given_answers_runs_no_model_and_fits_the_same(tmp_pat
     backend, tokenizer = load_backend(model, backend="torch", device="cpu"), load_tokenizer(model)
     pairs = list(zip(data["question"], data["context"]))
     _, top5 = answer_variants(backend, tokenizer, pairs, [{}, {"top_k": 5}], config)
-    fit = dict(metric="squad", passage_questions=0, n_folds=2)
+    fit = {"metric": "squad", "passage_questions": 0, "n_folds": 2}
     fresh, _ = fit_calibrator(backend, tokenizer, config, data, **fit)
     never = lambda batch: pytest.fail("the model ran although the answers were given")
     given, rows = fit_calibrator(never, tokenizer, config, data, predictions=top5, **fit)

@@ -276,9 +276,9 @@ def test_pipeline_scoring_of_features_without_stock_offsets_is_a_clear_error(tin
     not by prepare_features): a QAError saying how to prepare them, not a crash deep in postprocessing."""
     import dataclasses
 
-    from qa_serving.errors import QAError
     from qa_serving.core.answering import answers_from_logits
     from qa_serving.core.windowing import prepare_features
+    from qa_serving.errors import QAError
 
     squad = QAConfig(max_length=48, doc_stride=16, span_scoring="squad")
     context = "Curie won the prize in 1903."

@@ -18,8 +18,8 @@ from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.onnx import detect_quantization_target, export_onnx
 from qa_serving.export.parity import check_export, format_table, logit_parity, quality_parity
 
-from qa_serving.core.backends import load_backend, load_onnx_model
 from qa_serving.cli.main import main
+from qa_serving.core.backends import load_backend, load_onnx_model
 from qa_serving.core.config import QAConfig
 from qa_serving.data.loading import load_examples
 from qa_serving.errors import QAError

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from qa_serving.core.config import QAConfig
-from qa_serving.data.loading import load_examples
 from qa_serving.core.windowing import NO_OFFSET, prepare_features
+from qa_serving.data.loading import load_examples
 
 pytestmark = pytest.mark.shared
 

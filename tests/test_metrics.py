@@ -8,7 +8,6 @@ import doctest
 import pytest
 
 from qa_serving.data import metrics
-from qa_serving.errors import QAError
 from qa_serving.data.metrics import (
     compute_metrics,
     exact_match_score,
@@ -24,6 +23,7 @@ from qa_serving.data.metrics import (
     squad_v1,
     squad_v2,
 )
+from qa_serving.errors import QAError
 
 
 def test_docstring_examples() -> None:

@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, BertConfig, BertModel
 
-from qa_serving.training import model_sources as ms
 from qa_serving.errors import QAError
+from qa_serving.training import model_sources as ms
 
 PIECES = (
     [
@@ -253,8 +253,8 @@ def test_real_conversion_matches_the_recorded_embedding(real_files, tmp_path):
 
 
 def test_quickstart_lang_ko_picks_korean_data_and_the_multilingual_encoder(tmp_path, monkeypatch):
-    from qa_serving.data.loading import load_examples
     from qa_serving.cli.quickstart_run import QuickstartConfig, choose_data, choose_metric, choose_model
+    from qa_serving.data.loading import load_examples
 
     cfg = QuickstartConfig(output_dir=tmp_path, lang="ko", tiny=True)
     # Training and the parity run both score Korean with KorQuAD's character-level F1 (the parity run once

@@ -19,6 +19,7 @@ from conftest import EXPORT_QA_CONFIG_FIELDS
 from qa_serving.export.openvino import OV_XML, check_openvino_export, export_openvino
 from qa_serving.export.parity import logit_parity
 
+from qa_serving.core.answering import answer
 from qa_serving.core.backends import (
     OVBackend,
     is_openvino_dir,
@@ -31,7 +32,6 @@ from qa_serving.core.backends import (
 from qa_serving.core.config import QAConfig
 from qa_serving.data.loading import load_examples
 from qa_serving.errors import QAError
-from qa_serving.core.answering import answer
 
 QA_CONFIG = QAConfig(**EXPORT_QA_CONFIG_FIELDS)
 RANDOM_MODEL_F1_DROP = 50.0  # random weights: int8 F1 is noise; the rule itself is tested in test_export

@@ -40,11 +40,11 @@ from qa_serving.handlers.qa_handler import QAHandler
 from transformers import pipeline
 
 import qa_serving  # noqa: F401  (registers custom-qa)
-from qa_serving.errors import QAError
 from qa_serving.core.hardware import available_cpus
+from qa_serving.errors import QAError
+from qa_serving.serving import apply_overrides, override_archive
 from qa_serving.serving.request import Limits
 from qa_serving.serving.v2_api import parse_v2
-from qa_serving.serving import apply_overrides, override_archive
 
 TEXTS = [
     "Shakespeare wrote Hamlet in 1600 while living in London.",

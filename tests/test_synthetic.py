@@ -7,8 +7,8 @@ import re
 import pytest
 
 from qa_serving.data.loading import load_examples
-from qa_serving.errors import QAError
 from qa_serving.data.synthetic import _particle, generate_squad, write_squad
+from qa_serving.errors import QAError
 
 CASES = [("en", False), ("en", True), ("ko", False), ("ko", True)]
 

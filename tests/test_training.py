@@ -8,19 +8,19 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, BertConfig, BertModel
 
-from qa_serving.core.backends import TorchBackend
 from qa_serving.cli.main import main as cli_main
+from qa_serving.core.backends import TorchBackend
 from qa_serving.core.config import QAConfig
-from qa_serving.data.loading import load_examples
-from qa_serving.errors import QAError
-from qa_serving.data.evaluation import evaluate
 from qa_serving.core.hardware import resolve_precision
+from qa_serving.data.evaluation import evaluate
+from qa_serving.data.loading import load_examples
 from qa_serving.data.synthetic import write_squad
+from qa_serving.errors import QAError
 from qa_serving.training.trainer import TrainConfig, train, training_arguments
 
 # fp32: the figures asserted below were measured in fp32 (precision "auto" is tested on its own).
-FAST = dict(max_length=128, doc_stride=32, max_question_len=24, vocab_size=800, logging_steps=1000,
-            progress=False, eval_batch_size=64, precision="fp32")
+FAST = {"max_length": 128, "doc_stride": 32, "max_question_len": 24, "vocab_size": 800, "logging_steps": 1000,
+        "progress": False, "eval_batch_size": 64, "precision": "fp32"}
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +118,13 @@ def _tokenizer_dir(synth, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(train_file="x.json"), "give a model"),
-        (dict(model="m", from_scratch="tiny", train_file="x.json"), "exclude each other"),
-        (dict(model="m"), "training data"),
-        (dict(from_scratch="tiny", train_file="x.json", freeze_encoder=True), "pretrained encoder"),
-        (dict(model="m", train_file="x.json", precision="fp8"), "precision"),
-        (dict(model="m", train_file="x.json", max_steps=0), "max_steps"),
-        (dict(model="m", train_file="x.json", eval_steps=-5), "eval_steps"),
+        ({"train_file": "x.json"}, "give a model"),
+        ({"model": "m", "from_scratch": "tiny", "train_file": "x.json"}, "exclude each other"),
+        ({"model": "m"}, "training data"),
+        ({"from_scratch": "tiny", "train_file": "x.json", "freeze_encoder": True}, "pretrained encoder"),
+        ({"model": "m", "train_file": "x.json", "precision": "fp8"}, "precision"),
+        ({"model": "m", "train_file": "x.json", "max_steps": 0}, "max_steps"),
+        ({"model": "m", "train_file": "x.json", "eval_steps": -5}, "eval_steps"),
     ],
 )
 def test_bad_training_settings_are_clear_errors(kwargs, message):

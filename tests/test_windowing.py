@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from qa_serving.core.config import QAConfig
-from qa_serving.errors import QAError
 from qa_serving.core.windowing import NO_OFFSET, prepare_features, truncate_questions
+from qa_serving.errors import QAError
 
 # Small windows so ordinary contexts need several of them.
 SMALL = QAConfig(max_length=64, doc_stride=24, max_question_len=16)

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qa_serving.core.answering import answer
 from qa_serving.core.batching import make_batch
 from qa_serving.core.config import QAConfig
+from qa_serving.core.windowing import NO_OFFSET, prepare_features
 from qa_serving.data.loading import load_examples
-from qa_serving.core.answering import answer
 from qa_serving.training.model_sources import SOURCES
 from qa_serving.training.trainer import PadCollator, TrainConfig
-from qa_serving.core.windowing import NO_OFFSET, prepare_features
 
 # (question, context, answer) in Korean, Japanese and mixed scripts; the answer is in the context.
 CASES = [

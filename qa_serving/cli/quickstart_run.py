@@ -132,21 +132,21 @@ def _train(cfg: QuickstartConfig, train_file: Path, eval_file: Path, model_field
     from qa_serving.training.trainer import TrainConfig, train
 
     pretrained = "model" in model_fields
-    settings = dict(
-        train_file=str(train_file),
-        eval_file=str(eval_file),
-        output_dir=str(cfg.output_dir / "model"),
-        budget_minutes=cfg.budget_minutes,
-        max_length=128 if cfg.tiny else 256,
-        doc_stride=32 if cfg.tiny else 64,
-        max_question_len=32,
-        epochs=1 if cfg.tiny else 3,
-        batch_size=16 if pretrained else 32,
-        learning_rate=1e-4 if pretrained else 1e-3,
-        eval_every_epoch=False,
-        logging_steps=20,
-        metric=metric,
-    )
+    settings = {
+        "train_file": str(train_file),
+        "eval_file": str(eval_file),
+        "output_dir": str(cfg.output_dir / "model"),
+        "budget_minutes": cfg.budget_minutes,
+        "max_length": 128 if cfg.tiny else 256,
+        "doc_stride": 32 if cfg.tiny else 64,
+        "max_question_len": 32,
+        "epochs": 1 if cfg.tiny else 3,
+        "batch_size": 16 if pretrained else 32,
+        "learning_rate": 1e-4 if pretrained else 1e-3,
+        "eval_every_epoch": False,
+        "logging_steps": 20,
+        "metric": metric,
+    }
     return train(TrainConfig(**model_fields, **settings))
 
 
@@ -182,11 +182,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Every step in order; returns the summary (also written to ``<output_dir>/summary.json``)."""
     from transformers import pipeline
 
+    from qa_serving.core.windowing import load_tokenizer
     from qa_serving.data.loading import load_examples
     from qa_serving.export.onnx import export_onnx
     from qa_serving.export.parity import check_export
     from qa_serving.serving import build_archive, start_server, stop_server
-    from qa_serving.core.windowing import load_tokenizer
 
     s = cfg.summary
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

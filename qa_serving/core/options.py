@@ -14,6 +14,7 @@ Example: ``parse_options({"topk": 3})`` -> ``{"top_k": 3}``; ``parse_options({"t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,7 @@ class Option:
         elif self.kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif self.kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
             value = float(value) if ok else value
         if ok and self.kind in (int, float) and self.choices is None:
             ok = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)

@@ -76,8 +76,8 @@ class Features:
         new_id = np.full(n, -1, dtype=np.int64)
         new_id[np.asarray(example_ids, dtype=np.int64)] = np.arange(len(example_ids))
         windows = np.flatnonzero(new_id[self.example_index] >= 0)
-        pick = lambda seq: [seq[w] for w in windows]  # noqa: E731
-        labels = lambda arr: arr[windows] if arr is not None else None  # noqa: E731
+        pick = lambda seq: [seq[w] for w in windows]
+        labels = lambda arr: arr[windows] if arr is not None else None
         subset = Features(
             input_ids=pick(self.input_ids),
             token_type_ids=pick(self.token_type_ids) if self.token_type_ids is not None else None,

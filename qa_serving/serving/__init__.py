@@ -9,7 +9,13 @@
 """
 from __future__ import annotations
 
-from qa_serving.serving.archive import DEFAULT_STORE, build_archive, handler_file, override_archive, zip_package
+from qa_serving.serving.archive import (
+    DEFAULT_STORE,
+    build_archive,
+    handler_file,
+    override_archive,
+    zip_package,
+)
 from qa_serving.serving.server import (
     DEFAULT_RUN_DIR,
     HOST,

@@ -10,7 +10,13 @@ missing or unused. The model registers with the ``Auto`` classes, so a saved one
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qa_serving.errors import QAError
@@ -46,7 +52,7 @@ class FrozenEncoderForQuestionAnswering(PreTrainedModel):
 
     def __init__(self, config: FrozenEncoderQAConfig) -> None:
         super().__init__(config)
-        import torch.nn as nn
+        from torch import nn
 
         self.encoder = AutoModel.from_config(_encoder_config(config))
         hidden = self.encoder.config.hidden_size
@@ -60,7 +66,7 @@ class FrozenEncoderForQuestionAnswering(PreTrainedModel):
         self.set_encoder_trainable(not config.freeze_encoder)
 
     def _init_weights(self, module) -> None:
-        import torch.nn as nn
+        from torch import nn
 
         # Only the head is ours to initialise; the encoder keeps its own (pretrained) weights.
         if isinstance(module, nn.Linear) and any(module is m for m in self.head):

@@ -46,7 +46,16 @@ def train_wordpiece_tokenizer(
     that stops before its particle ends inside a token and cannot be predicted as a span.
     Example: ``train_wordpiece_tokenizer(["the cat sat"], vocab_size=100)("cat")["input_ids"]`` -> ``[2, ..., 3]``.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     texts = list(texts)
     if hangul_syllables is None:
