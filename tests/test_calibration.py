@@ -411,3 +411,31 @@ def test_a_fold_without_right_lower_answers_drops_only_the_cross_fitted_figures(
     assert calibrator.others is not None  # fitted on all lower answers (both kinds present)
     assert "others_score_ece" in data.report and "others_probability_ece" not in data.report
     assert data.report["cross_fitted_folds"] == 2 and "probability_ece" in data.report
+
+
+def test_cli_calibrate_fits_on_several_files(tmp_path, capsys):
+    """Held-out questions split over two files are fitted on together; the same file twice is refused."""
+    from conftest import save_exportable_model
+
+    from qa_serving.cli.main import main
+    from qa_serving.data.synthetic import write_squad
+
+    model = save_exportable_model(tmp_path / "model")
+    source = write_squad(tmp_path / "gen.json", n_articles=4, seed=2)
+    whole = json.loads(_half_right_eval_file(model, source, tmp_path / "eval.json").read_text())
+    files = []
+    for i, articles in enumerate((whole["data"][:2], whole["data"][2:])):
+        files.append(tmp_path / f"part{i}.json")
+        files[-1].write_text(json.dumps({**whole, "data": articles}))
+    n = sum(len(p["qas"]) for a in whole["data"] for p in a["paragraphs"])
+    args = ["calibrate", "--model", str(model), "--folds", "2", "--passages", "0", "--eval-file"]
+    assert main([*args, *map(str, files)]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert two["questions"] == n and two["cross_fitted_folds"] == 2
+    saved = json.loads((model / cal.CALIBRATOR_NAME).read_text())
+    assert main([*args, str(tmp_path / "eval.json")]) == 0  # the same questions in one file: the same fit
+    one = json.loads(capsys.readouterr().out)
+    assert one["questions"] == n
+    assert json.loads((model / cal.CALIBRATOR_NAME).read_text())["coef"] == pytest.approx(saved["coef"])
+    assert main([*args, str(files[0]), str(files[0])]) == 2
+    assert "is in both" in capsys.readouterr().err

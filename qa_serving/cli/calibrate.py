@@ -26,7 +26,13 @@ def add_parser(sub) -> None:
         "into the model folder. Use questions of articles the model was not trained on.",
     )
     _add_model_args(p)
-    p.add_argument("--eval-file", required=True, help="held-out SQuAD/KorQuAD JSON, flat JSON(L) or CSV")
+    p.add_argument(
+        "--eval-file",
+        required=True,
+        nargs="+",
+        help="held-out SQuAD/KorQuAD JSON, flat JSON(L) or CSV; several files are fitted on together (the "
+        "more held-out articles, the closer the calibrator's level of accuracy to the population's)",
+    )
     p.add_argument(
         "--metric",
         default="auto",
@@ -57,16 +63,18 @@ def _run(args) -> int:
     from qa_serving.cli.main import _load
     from qa_serving.data.calibrate import fit_calibrator
     from qa_serving.data.evaluation import pick_metric
-    from qa_serving.data.loading import load_examples
 
     backend, tokenizer, config, _ = _load(args)
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise QAError(f"--model must be a local model folder to write the calibrator into, got {args.model}")
-    data = load_examples(args.eval_file)
+    data = load_eval_files(args.eval_file)
     if args.max_eval_samples:
         data = data.select(range(min(args.max_eval_samples, len(data))))
-    metric = pick_metric(args.metric, config, args.eval_file)
+    metrics = {pick_metric(args.metric, config, f) for f in args.eval_file}
+    if len(metrics) > 1:
+        raise QAError(f"--eval-file files would be scored by different metrics {sorted(metrics)}; give --metric")
+    metric = metrics.pop()
     # Answered as the model gives them without a calibrator (an abstention would hide the answer judged).
     calibrator, labelled = fit_calibrator(
         backend,
@@ -79,8 +87,26 @@ def _run(args) -> int:
         seed=args.seed,
         n_folds=args.folds,
         progress=True,
-        source=str(args.eval_file),
+        source=", ".join(args.eval_file),
     )
     path = calibrator.save(model_dir)
     print(json.dumps({"calibrator": str(path), **labelled.report}, indent=2))
     return 0
+
+
+def load_eval_files(files: list[str]):
+    """The questions of several held-out files as one dataset (articles keep their titles: the same title in
+    two files is one article to cross-fitting). A question id in two files is an error: the same questions
+    twice would weigh double and leak across the cross-fitting folds."""
+    import datasets
+
+    from qa_serving.data.loading import load_examples
+
+    parts = [load_examples(f) for f in files]
+    seen: dict[str, str] = {}
+    for name, part in zip(files, parts):
+        for qid in set(part["id"]):
+            if qid in seen:
+                raise QAError(f"question id {qid!r} is in both {seen[qid]} and {name}: the same questions twice?")
+            seen[qid] = name
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
