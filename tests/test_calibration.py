@@ -263,7 +263,7 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     assert "probability" not in other
 
 
-def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypatch):
+def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypatch, capsys):
     import qa_serving.data.calibrate as fitting
     from qa_serving.core.config import QAConfig
     from qa_serving.data.synthetic import write_squad
@@ -297,6 +297,10 @@ def test_training_fits_the_calibrator_on_its_evaluation_split(tmp_path, monkeypa
     # ran the model only over the several-passage rows.
     assert answered and all(answered)
     assert results["calibration"]["questions"] == results["eval_questions"]
+    # The terminal gets the figures too, the ECE beside what perfect calibration shows on these questions.
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("[calibration]"))
+    floor = results["calibration"]["probability_ece_floor"]
+    assert f"perfectly calibrated: ~{floor:.3f} on {results['eval_questions']} questions" in line
 
 
 def test_answer_variants_equal_separate_calls_from_one_pass(tiny_model_dir, eval_file):
@@ -439,3 +443,9 @@ def test_cli_calibrate_fits_on_several_files(tmp_path, capsys):
     assert json.loads((model / cal.CALIBRATOR_NAME).read_text())["coef"] == pytest.approx(saved["coef"])
     assert main([*args, str(files[0]), str(files[0])]) == 2
     assert "is in both" in capsys.readouterr().err
+
+
+def test_training_headline_says_when_there_are_no_cross_fitted_figures():
+    from qa_serving.training.trainer import _calibration_headline
+
+    assert "too few articles" in _calibration_headline({"cross_fitted_folds": 0, "questions": 12})

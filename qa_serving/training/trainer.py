@@ -400,6 +400,20 @@ def _headline(metrics: dict) -> str:
     return ", ".join(f"{k} {metrics[k]:.2f}" for k in keys if k in metrics)
 
 
+def _calibration_headline(report: dict[str, Any]) -> str:
+    """One line of the calibrator's cross-fitted figures (``fit_with_report``) for the terminal."""
+    if not report.get("cross_fitted_folds"):
+        return f"fitted on {report.get('questions', 0)} questions; too few articles for cross-fitted figures"
+    fig = lambda name, key, spec: format(report[f"{name}_{key}"], spec)
+    return (
+        f"probability ECE {fig('probability', 'ece', '.3f')} (perfectly calibrated: "
+        f"~{fig('probability', 'ece_floor', '.3f')} on {report['questions']} questions), "
+        f"AURC {fig('probability', 'aurc', '.4f')} (score {fig('score', 'aurc', '.4f')}), answered at 80% "
+        f"precision {100 * report['probability_coverage@80']:.1f}% (score {100 * report['score_coverage@80']:.1f}%); "
+        f"cross-fitted over {report['cross_fitted_folds']} folds by article"
+    )
+
+
 def _last_checkpoint(output_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -572,4 +586,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"[eval] final: {_headline(final.metrics)} -> {out / 'eval_results.json'}", flush=True)
+    if calibration is not None:
+        print(f"[calibration] {_calibration_headline(calibration)}", flush=True)
     return results
