@@ -94,7 +94,6 @@ def test_top_k_gives_distinct_spans_by_score(qa, examples):
         (({"question": "who?", "context": "a context."},), {"question": "who?"}),
         ((), {"question": "", "context": "a context."}),
         ((), {"question": "who?", "context": "   "}),
-        ((), {"question": [], "context": []}),
         ((), {"question": ["who?", "what?"], "context": ["one.", "two.", "three."]}),
     ],
 )
@@ -360,3 +359,24 @@ def test_pipeline_from_onnx_export_matches_torch(model_dir, tiny_model, tiny_tok
         for ours, ref in zip(qa(question=qs, context=cs, **settings), torch_answers):
             assert [(_span(a), a["answer"]) for a in ours] == [(_span(a), a["answer"]) for a in ref]
             np.testing.assert_allclose([a["score"] for a in ours], [a["score"] for a in ref], rtol=1e-4)
+
+
+def test_windows_longer_than_the_model_reads_are_a_clear_error(tiny_tokenizer):
+    from transformers import BertForQuestionAnswering, RobertaConfig
+
+    from qa_serving.core.backends import position_limit
+    from qa_serving.training.scratch import scratch_config
+
+    model = BertForQuestionAnswering(scratch_config(len(tiny_tokenizer), "tiny", max_position_embeddings=64)).eval()
+    qa64 = transformers.pipeline("custom-qa", model=model, tokenizer=tiny_tokenizer)
+    long = "the king of paris built the tower near the river. " * 20
+    with pytest.raises(QAError, match="longer than the model's 64 positions: lower max_seq_len"):
+        qa64(question="who built it?", context=long, max_seq_len=128)
+    # A pair that fits the model reads as it is, whatever max_seq_len allows (the stock pipeline too).
+    short = qa64(question="who built it?", context="the king built it.", max_seq_len=128)
+    assert short["answer"] == "the king built it."[short["start"] : short["end"]]
+    assert isinstance(qa64(question="who built it?", context=long, max_seq_len=64), dict)
+    assert position_limit(model) == 64
+    roberta = type("M", (), {"config": RobertaConfig(max_position_embeddings=514, pad_token_id=1)})()
+    assert position_limit(roberta) == 512  # position ids start after the padding index
+    assert position_limit(object()) is None

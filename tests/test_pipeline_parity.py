@@ -336,6 +336,21 @@ def test_bad_input_raises_qa_error_where_stock_raises(bert_pipes, args, kwargs):
         stock(*args, **kwargs)
 
 
+def test_no_inputs_no_answers_as_stock(bert_pipes):
+    stock, ours = bert_pipes
+    assert ours(question=[], context=[]) == stock(question=[], context=[]) == []
+    assert ours([]) == stock([]) == []
+    with pytest.raises(QAError, match="top_k"):  # options are still checked
+        ours(question=[], context=[], top_k=0)
+
+
+def test_a_large_doc_stride_answers_when_the_pair_fits_one_window(bert_pipes):
+    """The stock tokenizer checks the stride only when it truncates: a short pair is answered."""
+    stock, ours = bert_pipes
+    args = {"question": "who built the tower?", "context": "the king.", "max_seq_len": 16, "doc_stride": 13}
+    assert_same(ours(**args), stock(**args))
+
+
 def test_small_max_seq_len_cuts_the_question_instead_of_refusing(bert_pipes):
     stock, ours = bert_pipes
     context = "the king of paris built the tower. " * 6

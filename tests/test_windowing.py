@@ -190,6 +190,11 @@ def test_a_large_doc_stride_cuts_the_question_and_fails_only_when_no_context_fit
             prepare_features(
                 tiny_tokenizer, [ex.question], [ex.context], config.replace(doc_stride=64 - n_special - 1)
             )
+        # ...but a pair that fits one window needs no room for overflow: answered, as the stock pipeline does.
+        short = prepare_features(
+            tiny_tokenizer, [ex.question], [ex.context[:40]], config.replace(doc_stride=64 - n_special - 1)
+        )
+        assert len(short) == 1
 
 
 @pytest.mark.parametrize(

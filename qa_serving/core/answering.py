@@ -118,7 +118,14 @@ def window_logits(
         groups = None
         batches = iter_batches(features, config.batch_size, pad_to, max_padding=config.max_padding)
     total = len(groups) if groups is not None else None
+    limit = getattr(backend, "max_positions", None)
     for batch in tqdm(batches, total=total, desc="windows", unit="batch", disable=not progress):
+        length = batch.inputs["input_ids"].shape[1]
+        if limit is not None and length > limit:
+            raise QAError(
+                f"windows of {length} tokens are longer than the model's {limit} positions: lower max_seq_len "
+                f"(now {config.max_length}) to {limit} or less"
+            )
         start, end = backend(batch.inputs)
         for i, s, e in zip(
             batch.indices, unpad_logits(start, batch, features), unpad_logits(end, batch, features)

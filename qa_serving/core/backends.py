@@ -105,6 +105,23 @@ def resolve_device(device: str | int | None) -> str:
     return device
 
 
+# Models whose position ids start after the padding index (pad_token_id + 1): 514 embeddings, 512 positions.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "mpnet"}
+
+
+def position_limit(model) -> int | None:
+    """The longest window ``model`` can read (``max_position_embeddings``, less the padding offset of
+    RoBERTa-style models); ``None`` when its config does not say. A longer window would fail inside the
+    model (a tensor-size error in torch, an index error in ONNX Runtime) instead of with a clear error."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 1) + 1
+    return limit
+
+
 class TorchBackend:
     """A ``transformers`` span model (or any module returning start/end logits) on one device.
 
@@ -123,6 +140,7 @@ class TorchBackend:
         torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
         self.model = model.to(device=self.device, dtype=torch_dtype).eval()
         self.input_names = _accepted_inputs(model)
+        self.max_positions = position_limit(model)
         self.compiled = compile
         if compile:
             import torch._dynamo
@@ -192,6 +210,7 @@ class OrtBackend:
         self.ort_model = ort_model
         self.session = ort_model.session
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.max_positions = position_limit(ort_model)
         self.providers = self.session.get_providers()
         self.on_cuda = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
@@ -222,6 +241,7 @@ class OVBackend:
         self.ov_model = ov_model
         self.request = ov_model.request.create_infer_request()
         self.input_names = set(ov_model.input_names)
+        self.max_positions = position_limit(ov_model)
         self.dtype = openvino_dtype(ov_model)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -127,11 +127,20 @@ def fit_questions(tokenizer, questions: Sequence[str], contexts: Sequence[str], 
     n_special = tokenizer.num_special_tokens_to_add(pair=True)
     fit = config.max_length - n_special - config.doc_stride - 1
     if fit < 1:
-        raise QAError(
-            f"no context fits a window: max_length {config.max_length} - {n_special} special tokens leaves no "
-            f"room for a question and more than doc_stride ({config.doc_stride}) context tokens; "
-            "lower doc_stride or raise max_length"
-        )
+        # No question leaves room for overflowing windows; fine while every pair fits one window (the stock
+        # pipeline answers those: its tokenizer only checks the stride when it has to truncate).
+        if config.span_scoring != "pipeline":
+            questions = truncate_questions(tokenizer, questions, config.max_question_len)
+        q_ids = tokenizer(list(questions), add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
+        too_long = [i for i, (q, c) in enumerate(zip(q_ids, c_ids)) if len(q) + len(c) + n_special > config.max_length]
+        if too_long:
+            raise QAError(
+                f"no context fits a window of example {too_long[0]} (it needs several): max_length "
+                f"{config.max_length} - {n_special} special tokens leaves no room for a question and more than "
+                f"doc_stride ({config.doc_stride}) context tokens; lower doc_stride or raise max_length"
+            )
+        return list(questions)
     if config.span_scoring != "pipeline":
         return truncate_questions(tokenizer, questions, min(config.max_question_len, fit))
     offsets = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
