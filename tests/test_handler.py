@@ -175,6 +175,11 @@ BAD = [
     (as_json({**GOOD[0], "handle_impossible_answer": "yes"}), 400, "handle_impossible_answer must be true"),
     # TorchServe forwards the raw bytes when its own json.loads fails (it recurses per level).
     ({"body": b"[" * 5000 + b"]" * 5000}, 400, "nested more than 32 levels deep"),
+    # JSON's "\ud800" parses to a lone surrogate that no tokenizer takes (it failed the whole batch: 503).
+    (as_json({"question": "who\ud800?", "context": "some text"}), 400, "'question' is not valid Unicode"),
+    ({"body": b'{"question": "who?", "context": "a\\udc00b"}'}, 400, "'context' is not valid Unicode"),
+    # An integer past Python's 4,300-digit conversion limit (was a 500).
+    ({"body": b'{"question": "who?", "context": "x", "top_k": ' + b"9" * 5000 + b"}"}, 400, "not valid JSON"),
 ]
 
 
@@ -267,6 +272,44 @@ def test_threads_and_feature_batch_size_settings(model_dir, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_request_the_model_fails_on_fails_alone(served, reference, monkeypatch):
+    """The checks cannot foresee every failure inside the core call: then each request of the batch is
+    answered alone, and only the failing one gets an error (400 for a QAError, 500 for anything else)."""
+    from qa_serving.serving import service
+
+    real = service.answer
+
+    def fragile(backend, tokenizer, examples, config, **kw):
+        for ex in examples:
+            if ex.question == "bad?":
+                raise QAError("this question breaks the model")
+            if ex.question == "crash?":
+                raise RuntimeError("an internal failure")
+        return real(backend, tokenizer, examples, config, **kw)
+
+    monkeypatch.setattr(service, "answer", fragile)
+    handler, context = served
+    bad, crash = {**GOOD[0], "question": "bad?"}, {**GOOD[0], "question": "crash?"}
+    rows = [as_json(GOOD[0]), as_json(bad), as_json(GOOD[1]), as_json(crash)]
+    outputs, statuses, _ = run_batch(handler, context, rows)
+    assert statuses == [200, 400, 200, 500]
+    assert_same_answers(outputs[0], reference(question=GOOD[0]["question"], context=GOOD[0]["context"]))
+    assert_same_answers(outputs[2], reference(question=GOOD[1]["question"], context=GOOD[1]["context"]))
+    assert "breaks the model" in outputs[1]["error"] and "RuntimeError" in outputs[3]["error"]
+
+
+def test_a_max_seq_len_beyond_the_models_positions_fails_the_load(model_dir, tmp_path):
+    """A short warm-up would load it, and the first long context would fail its whole batch."""
+    import shutil
+
+    from qa_serving.core.config import QAConfig
+
+    copy = Path(shutil.copytree(model_dir, tmp_path / "long"))
+    QAConfig.from_model_dir(copy).replace(max_length=1000, doc_stride=128).save(copy)
+    with pytest.raises(QAError, match="longer than the model's 512 positions"):
+        QAHandler().initialize(make_context(copy))
 
 
 def test_bad_settings_fail_the_load_not_a_request(model_dir):

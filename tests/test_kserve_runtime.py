@@ -120,7 +120,7 @@ def test_v2_body_reads_grpc_contents_raw_contents_and_parameters():
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.infer_type import InferRequest, serialize_byte_tensor
 
-    from qa_serving.serving.kserve_runtime import v2_body
+    from qa_serving.serving.kserve_runtime import ServingError, v2_body
 
     def tensor(name, values, raw=False):
         contents = None if raw else pb.InferTensorContents(bytes_contents=[v.encode() for v in values])
@@ -141,6 +141,13 @@ def test_v2_body_reads_grpc_contents_raw_contents_and_parameters():
                                    tensor("context", ["Ada did."], raw=True)], raw_input_contents=raw)  # fmt: skip
     body = v2_body(InferRequest.from_grpc(request))
     assert [[bytes(d).decode() for d in t["data"]] for t in body["inputs"]] == [["Who?"], ["Ada did."]]
+    # Raw contents that do not decode as BYTES of that shape: a 400 (INVALID_ARGUMENT), not INTERNAL.
+    for broken in (b"\xff\xff\xff\x7fabc", b"\x01"):
+        request = pb.ModelInferRequest(model_name="m", inputs=[tensor("question", ["Who?"], raw=True),
+                                       tensor("context", ["Ada did."], raw=True)], raw_input_contents=[broken, raw[1]])  # fmt: skip
+        with pytest.raises(ServingError, match="raw_input_contents do not match") as caught:
+            v2_body(InferRequest.from_grpc(request))
+        assert caught.value.status == 400
 
 
 # --- real servers --------------------------------------------------------------------------------------

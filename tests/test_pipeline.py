@@ -94,6 +94,7 @@ def test_top_k_gives_distinct_spans_by_score(qa, examples):
         (({"question": "who?", "context": "a context."},), {"question": "who?"}),
         ((), {"question": "", "context": "a context."}),
         ((), {"question": "who?", "context": "   "}),
+        ((), {"question": "who\ud800?", "context": "a context."}),  # a lone surrogate: no tokenizer takes it
         ((), {"question": ["who?", "what?"], "context": ["one.", "two.", "three."]}),
     ],
 )

@@ -208,6 +208,13 @@ def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
             raise QAError(f"example {i}: the question is empty")
         if not c.strip():
             raise QAError(f"example {i}: the context is empty")
+        for name, text in (("question", q), ("context", c)):
+            try:  # a lone surrogate (e.g. JSON's "\ud800") passes as str, but no tokenizer takes it
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise QAError(
+                    f"example {i}: the {name} is not valid Unicode text (a lone surrogate at character {err.start})"
+                ) from None
 
 
 def _word_spans(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:

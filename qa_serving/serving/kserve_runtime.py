@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import signal
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,11 @@ def v2_body(request: InferRequest) -> dict:
     for tensor in request.inputs:
         data = tensor.data
         if getattr(tensor, "_raw_data", None) is not None:  # gRPC raw_input_contents
-            data = tensor.as_numpy().reshape(-1).tolist()
+            try:
+                data = tensor.as_numpy().reshape(-1).tolist()
+            except (ValueError, TypeError, struct.error) as err:  # bytes that do not decode as datatype + shape say
+                message = f"input '{tensor.name}': raw_input_contents do not match its datatype and shape ({err})"
+                raise ServingError(400, {"error": message, "status": 400}) from None
         inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
                        "data": list(data) if data is not None else None})  # fmt: skip
     body: dict[str, Any] = {"inputs": inputs}

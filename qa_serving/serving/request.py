@@ -120,6 +120,8 @@ def decode_body(body: Any) -> Any:
             ) from None
         except RecursionError:  # the decoder recurses per level: thousands of [[[... end here
             raise _too_deep() from None
+        except ValueError as err:  # e.g. an integer of more than 4,300 digits (Python's conversion limit)
+            raise RequestError(400, f"the request body is not valid JSON here: {err}") from None
     if nesting_depth(body) > MAX_DEPTH:
         raise _too_deep()
     return body
@@ -166,6 +168,12 @@ def make_example(
             raise RequestError(400, f"'{name}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise RequestError(400, f"'{name}' is empty")
+        try:  # JSON's "\ud800" decodes to a lone surrogate, which no tokenizer takes
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RequestError(
+                400, f"'{name}' is not valid Unicode text (a lone surrogate at character {err.start})"
+            ) from None
         texts[name] = value
     if len(texts["context"]) > limits.max_context_chars:
         raise RequestError(

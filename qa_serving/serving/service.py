@@ -19,6 +19,7 @@ from qa_serving.core.answering import answer
 from qa_serving.core.backends import load_backend
 from qa_serving.core.config import QAConfig
 from qa_serving.core.windowing import load_tokenizer
+from qa_serving.errors import QAError
 from qa_serving.serving.json_api import parse_json, render_json
 from qa_serving.serving.request import Limits, Request, RequestError, decode_body
 from qa_serving.serving.settings import HandlerSettings
@@ -59,6 +60,13 @@ class QAService:
         if settings.feature_batch_size:
             config = config.replace(batch_size=settings.feature_batch_size)
         backend = load_backend(model_dir, backend=settings.backend, device=device, dtype=settings.precision)
+        limit = getattr(backend, "max_positions", None)
+        if limit is not None and config.max_length > limit:  # the warm-up is short: it would not show
+            raise QAError(
+                f"max_seq_len {config.max_length} (qa_config.json or the handler's options) is longer than the "
+                f"model's {limit} positions: a long context would fail every request of its batch; set it to "
+                f"{limit} or less"
+            )
         service = cls(backend, load_tokenizer(model_dir), config, settings)
         service.warm_up()
         return service
@@ -78,7 +86,21 @@ class QAService:
         """One core call for every valid example of every request; per request, per example, its answers.
 
         A request with an error gets ``[]``. The examples of all requests share windows and forward passes.
+        If that shared call fails, each request is answered alone, so one request the checks let through
+        but the model cannot take fails only itself (its ``error`` set: 400 for a :class:`QAError`, else 500).
         """
+        try:
+            return self._answer_together(requests)
+        except Exception as err:  # noqa: BLE001 - isolated per request below; logged by _answer_error
+            live = [req for req in requests if req.error is None]
+            if len(live) > 1:
+                logger.warning("a batch of %d requests failed (%s); answering them one by one", len(live), err)
+                return [self.answer([req])[0] if req.error is None else [] for req in requests]
+            for req in live:
+                req.error = _answer_error(err)
+            return [[] for _ in requests]
+
+    def _answer_together(self, requests: Sequence[Request]) -> list[list[list[dict]]]:
         examples = [ex for req in requests if req.error is None for ex in req.examples]
         start = time.perf_counter()
         predictions = answer(self.backend, self.tokenizer, examples, self.config) if examples else []
@@ -108,6 +130,17 @@ class QAService:
         """Parse, answer and render a batch of request bodies."""
         requests = [self.parse(body) for body in bodies]
         return self.render(requests, self.answer(requests), model_name, model_version)
+
+
+def _answer_error(err: Exception) -> RequestError:
+    """The error a request gets when answering it failed: its own bad input (a :class:`QAError`: 400), or
+    the server's (500, logged with its traceback)."""
+    if isinstance(err, RequestError):
+        return err
+    if isinstance(err, QAError):
+        return RequestError(400, str(err))
+    logger.error("answering a request failed", exc_info=err)
+    return RequestError(500, f"internal error while answering: {type(err).__name__}: {err}")
 
 
 def parse_request(body: Any, limits: Limits) -> Request:
