@@ -14,7 +14,7 @@ from qa_serving.errors import QAError
 
 
 def add_parser(sub) -> None:
-    from qa_serving.cli.main import _add_model_args
+    from qa_serving.cli.main import _add_model_args, _positive_int
     from qa_serving.data.calibrate import PASSAGE_QUESTIONS, PASSAGES
 
     p = sub.add_parser(
@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
         "ECE/AURC/coverage cross-fitted by article, and saves the calibrator fitted on all questions "
         "into the model folder. Use questions of articles the model was not trained on.",
     )
-    _add_model_args(p)
+    # It labels the top 5 answers as served, without abstaining: no --top-k, no --min-probability.
+    _add_model_args(p, exclude=("top_k", "min_probability"))
     p.add_argument(
         "--eval-file",
         required=True,
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
         choices=["auto", "squad", "squad_v2", "korquad"],
         help="whose exact match labels the answers (default: auto)",
     )
-    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds by article (default: 5)")
+    p.add_argument("--folds", type=_folds, default=5, help="cross-fitting folds by article, 2 or more (default: 5)")
     p.add_argument(
         "--passages",
         type=int,
@@ -55,8 +56,21 @@ def add_parser(sub) -> None:
         f"--passages paragraphs of model time (default: {PASSAGE_QUESTIONS})",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the passage sample (default: 0)")
-    p.add_argument("--max-eval-samples", type=int, default=None, help="use the first N questions only")
+    p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="use the first N questions only")
     p.set_defaults(func=_run)
+
+
+def _folds(text: str) -> int:
+    """An argparse type: 2 or more folds (one fold has no other articles to fit on)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {value}")
+    return value
 
 
 def _run(args) -> int:

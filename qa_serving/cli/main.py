@@ -67,26 +67,42 @@ def _run_train(args) -> int:
 
 # --- evaluate / predict ----------------------------------------------------------------------------
 
-def _add_model_args(p) -> None:
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 or less would mean "all" or crash far from the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _add_model_args(p, exclude: tuple[str, ...] = ()) -> None:
     p.add_argument("--model", required=True, help="model folder (PyTorch, ONNX or OpenVINO) or hub id")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
                    help="auto: ONNX/OpenVINO when the folder holds an exported model (default: auto)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--precision", default=PRECISION.default, choices=PRECISION.choices,
                    help=f"{PRECISION.help} (default: {PRECISION.default})")
-    add_option_arguments(p.add_argument_group("answer options (default: the model's qa_config.json)"))
+    add_option_arguments(p.add_argument_group("answer options (default: the model's qa_config.json)"), exclude)
 
 
-def add_option_arguments(group, per_example_only: bool = False) -> None:
+def add_option_arguments(group, exclude: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per public option of the one options table (aliases as extra flags), its help and
-    range from the table; values are checked by the table after parsing, with its wording."""
+    range from the table; values are checked by the table after parsing, with its wording. Without the
+    flag the model's ``qa_config.json`` decides; the table's default is what a folder without one gets."""
     for option in OPTIONS.values():
-        if per_example_only and not option.per_example:
+        if option.name in exclude:
             continue
         flags = ["--" + n.replace("_", "-") for n in (option.name, *option.aliases)]
-        default = " / ".join(f"{m} {option.default_for(m)}" for m in MODES) if isinstance(option.default, dict) \
-            else option.default
-        help_text = f"{option.help} [{option.range_text}; default: {default}]"
+        if option.name == "span_scoring":
+            fallback = "'pipeline'"
+        elif isinstance(option.default, dict):
+            fallback = ", ".join(f"{option.default_for(m)} in {m!r} mode" for m in MODES)
+        else:
+            fallback = option.default
+        help_text = f"{option.help} [{option.range_text}; default: the model's, else {fallback}]"
         if option.kind is bool:
             group.add_argument(*flags, dest=option.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
@@ -129,10 +145,14 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="EM/F1 of a model on a SQuAD-format file",
                        description="Answers every question of --eval-file with the same path as the pipeline "
                                    "and scores them with the official SQuAD/KorQuAD arithmetic.")
-    _add_model_args(p)
+    _add_model_args(p, exclude=("top_k",))  # EM/F1 and calibration score the top answer
     p.add_argument("--eval-file", required=True, help="SQuAD/KorQuAD JSON, flat JSON(L) or CSV")
-    p.add_argument("--metric", default="auto", choices=["auto", "squad", "squad_v2", "korquad"])
-    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate the first N questions only")
+    p.add_argument("--metric", default="auto", choices=["auto", "squad", "squad_v2", "korquad"],
+                   help="whose arithmetic scores the answers; auto: squad_v2 for a model that may answer "
+                        "nothing (handle_impossible_answer), korquad for a file named *korquad*, else squad "
+                        "(default: auto)")
+    p.add_argument("--max-eval-samples", type=_positive_int, default=None,
+                   help="evaluate the first N questions only")
     p.add_argument("--predictions-out", default=None, help="write {id: answer} JSON here (official format)")
     p.add_argument("--na-probs-out", default=None,
                    help="SQuAD v2: write {id: null score - best span score} JSON here, for the official "
@@ -186,10 +206,9 @@ def _run_predict(args) -> int:
     from qa_serving.core.answering import Example, answer
 
     if args.input:
-        rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()]
-        questions, contexts = [r["question"] for r in rows], [r.get("passages") or r["context"] for r in rows]
+        questions, contexts = _predict_rows(Path(args.input))
     elif args.question and args.context:
-        context = Path(args.context[1:]).read_text() if args.context.startswith("@") else args.context
+        context = _read_text(Path(args.context[1:])) if args.context.startswith("@") else args.context
         questions, contexts = [args.question], [context]
     else:
         raise QAError("give --question and --context, or --input FILE.jsonl")
@@ -201,6 +220,43 @@ def _run_predict(args) -> int:
     for pred in answer(backend, tokenizer, examples, config):
         print(json.dumps(pred.best if top_k == 1 else pred.answers, ensure_ascii=False))
     return 0
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise QAError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise QAError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _predict_rows(path: Path) -> tuple[list[str], list[str | list[str]]]:
+    """The questions and contexts (or passage lists) of a ``predict --input`` JSONL file; a bad line is an
+    error naming its line number (before the model is loaded)."""
+    questions: list[str] = []
+    contexts: list[str | list[str]] = []
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise QAError(f"{path}: line {n}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise QAError(f"{path}: line {n}: want a JSON object {{\"question\", \"context\"}}, got {type(row).__name__}")
+        question, context = row.get("question"), row.get("passages", row.get("context"))
+        passages = isinstance(context, list) and context and all(isinstance(c, str) for c in context)
+        if not isinstance(question, str) or not (isinstance(context, str) or passages):
+            raise QAError(
+                f"{path}: line {n}: want a string \"question\" and a string \"context\" (or \"passages\": a "
+                "non-empty list of strings)"
+            )
+        questions.append(question)
+        contexts.append(context)
+    if not questions:
+        raise QAError(f"{path}: no questions (want one JSON object per line)")
+    return questions, contexts
 
 
 # --- synth -----------------------------------------------------------------------------------------
@@ -261,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except QAError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder that cannot be read or written: say which, no traceback
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

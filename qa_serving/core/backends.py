@@ -100,6 +100,10 @@ def resolve_device(device: str | int | None) -> str:
     if isinstance(device, int):
         return "cpu" if device < 0 else f"cuda:{device}"
     device = str(device)
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise QAError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise QAError(f"device {device!r} requested but torch sees no CUDA GPU; use device='cpu'")
     return device
@@ -367,10 +371,15 @@ def load_model(path: str | Path, backend: str = "auto", device: str | None = Non
 
     if str(path).startswith((".", "/")) and not local.exists():
         raise QAError(f"model path {path} does not exist")
+    if local.is_file():
+        raise QAError(f"model path {path} is a file; give the model's folder (or a hub id)")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise QAError(f"{path} has no config.json: not a saved model folder")
     try:
         return AutoModelForQuestionAnswering.from_pretrained(str(path))
-    except OSError as err:
-        raise QAError(f"could not load a question-answering model from {path!r}: {err}") from err
+    except (OSError, ValueError) as err:  # ValueError: a malformed hub id, an unknown model type
+        missing = "" if local.exists() else f" (and there is no local folder {path!r})"
+        raise QAError(f"could not load a question-answering model from {path!r}{missing}: {err}") from err
 
 
 def model_dtype(model) -> str:

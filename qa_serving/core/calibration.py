@@ -397,6 +397,8 @@ def calibrate_prediction(
 def group_folds(groups: Sequence[str], n_folds: int) -> np.ndarray:
     """The fold of every row: groups (articles) dealt to ``n_folds`` folds in sorted order, a group in one
     fold. Example: groups ``["b", "a", "c", "a"]``, 2 folds -> ``[1, 0, 0, 0]``."""
+    if n_folds < 2:
+        raise QAError(f"cross-fitting needs 2 or more folds, got {n_folds}")
     names = sorted(set(groups))
     fold_of = {g: i % min(n_folds, len(names)) for i, g in enumerate(names)}
     return np.array([fold_of[g] for g in groups])

@@ -246,7 +246,13 @@ def load_tokenizer(path: str | Path):
     """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), use_fast=True, fix_mistral_regex=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, fix_mistral_regex=False)
+    except (OSError, ValueError, TypeError) as err:  # TypeError: a folder with a config but no tokenizer files
+        raise QAError(f"no usable tokenizer in {path} (save one beside the model): {err}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise QAError(f"the tokenizer in {path} is not a fast (Rust) one: windowing needs its offset mappings")
+    return tokenizer
 
 
 def _not_mistral_regex(record: logging.LogRecord) -> bool:

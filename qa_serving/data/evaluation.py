@@ -109,8 +109,11 @@ def _scores(dataset, predictions: Sequence[Prediction], metric: str, config: QAC
     refs = references_from_dataset(dataset)
     if metric != "squad_v2":
         return EvalResult(compute_metrics(metric, preds, refs), preds)
-    na_probs = {qid: float(p.null_score_diff) for qid, p in zip(ids, predictions)}
     scores = compute_metrics("squad_v2", preds, refs)
+    if any(p.null_score_diff is None for p in predictions):
+        # A model that never weighs "no answer" (SQuAD v1.1-style): scored as it answers, no threshold.
+        return EvalResult(scores, preds)
+    na_probs = {qid: float(p.null_score_diff) for qid, p in zip(ids, predictions)}
     # Threshold search needs each question's best non-null span; the search decides null vs span.
     spans = {qid: best_span_text(p, c) for qid, p, c in zip(ids, predictions, contexts)}
     searched = compute_metrics("squad_v2", spans, refs, na_probs=na_probs)

@@ -58,7 +58,13 @@ def read_template(path: str | Path | None) -> dict | None:
     path = Path(path)
     if not path.is_file():
         raise QAError(f"model-config template {path} not found")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        template = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise QAError(f"model-config template {path} is not valid YAML: {err}") from None
+    if not isinstance(template, dict):
+        raise QAError(f"model-config template {path} must be a YAML mapping (key: value), got {type(template).__name__}")
+    return template
 
 
 def build_archive(
@@ -89,6 +95,8 @@ def build_archive(
         raise QAError(f"model folder {model_dir} not found")
     if not any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise QAError(f"{model_dir} holds no tokenizer; save it beside the model (tokenizer.save_pretrained)")
+    if not (model_dir / "config.json").is_file():
+        raise QAError(f"{model_dir} has no config.json: not a saved model folder (the archive could not load)")
     config = model_config(read_template(template), **settings)
     backend = config["handler"].get("backend", "torch")
     if backend == "onnx" and not (is_onnx_dir(model_dir) or (onnx_dir and is_onnx_dir(onnx_dir))):
