@@ -95,3 +95,18 @@ def test_archive_refuses_a_bad_template_and_a_folder_that_is_no_model(tmp_path, 
     shutil.copy(tiny_model_dir / "tokenizer.json", tokenizer_only / "tokenizer.json")
     code, err = _run(["archive", "--model", str(tokenizer_only), "--store", str(tmp_path / "store")], capsys)
     assert code == 2 and "has no config.json" in err
+
+
+def test_evaluate_checks_its_output_paths_before_answering(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    base = ["evaluate", "--model", str(tmp_path / "never-loaded"), "--eval-file", "f.json"]
+    code, err = _run([*base, "--predictions-out", str(tmp_path / "no-dir" / "p.json")], capsys)
+    assert code == 2 and "want a file path in an existing folder" in err
+    code, err = _run([*base, "--plots-dir", str(tmp_path / "a-file")], capsys)
+    assert code == 2 and "is a file; want a folder" in err
+
+
+def test_export_checks_its_eval_file_before_writing(tmp_path, capsys):
+    out = tmp_path / "onnx"
+    code, err = _run(["export", "--model", "m", "--output", str(out), "--eval-file", str(tmp_path / "x.json")], capsys)
+    assert code == 2 and "not found" in err and not out.exists()

@@ -8,7 +8,9 @@ Exit codes: 0 export done and parity passed (or skipped), 1 parity failed (the t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from qa_serving.cli.main import _positive_int
 from qa_serving.errors import QAError
 from qa_serving.export.onnx import OPTIMIZE_LEVELS, QUANTIZE_TARGETS
 
@@ -61,8 +63,8 @@ def add_parser(subparsers) -> None:
         default=["int8-weights"],
         metavar="MODE",
         help="with --format openvino: NNCF variants to build, any of int8-weights (weight-only) and int8 "
-        "(weights + activations, calibrated on windows of --eval-file, else synthetic text); none: only "
-        "the fp32 IR (default: int8-weights)",
+        "(weights + activations, calibrated on windows of --eval-file, else synthetic text); the flag with "
+        "no MODE: only the fp32 IR (default: int8-weights)",
     )
     p.add_argument(
         "--optimize",
@@ -100,7 +102,7 @@ def add_parser(subparsers) -> None:
         help="SQuAD/KorQuAD JSON, flat JSON(L) or CSV for the parity check "
         "(default: a generated synthetic set)",
     )
-    p.add_argument("--max-eval-samples", type=int, default=None, help="check on the first N questions only")
+    p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="check on the first N questions only")
     p.add_argument(
         "--metric",
         default="auto",
@@ -119,6 +121,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    eval_file = Path(args.eval_file) if args.eval_file else None
+    if eval_file is not None and eval_file.suffix.lower() in (".json", ".jsonl", ".csv") and not eval_file.is_file():
+        # Checked before the export is written (a rerun would need --overwrite).
+        raise QAError(f"--eval-file {eval_file} not found")
     if args.format == "openvino":
         return _run_openvino(args)
     try:

@@ -167,6 +167,12 @@ def _run_evaluate(args) -> int:
     from qa_serving.data.evaluation import evaluate
     from qa_serving.data.loading import load_examples
 
+    # Output paths first: a typo found after the whole evaluation costs the evaluation.
+    for flag, out in (("--predictions-out", args.predictions_out), ("--na-probs-out", args.na_probs_out)):
+        if out and (Path(out).is_dir() or not Path(out).resolve().parent.is_dir()):
+            raise QAError(f"{flag} {out}: want a file path in an existing folder")
+    if args.plots_dir and Path(args.plots_dir).is_file():
+        raise QAError(f"--plots-dir {args.plots_dir} is a file; want a folder (created if missing)")
     backend, tokenizer, config, _ = _load(args)
     data = load_examples(args.eval_file)
     if args.max_eval_samples:
