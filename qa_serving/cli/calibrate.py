@@ -14,7 +14,7 @@ from qa_serving.errors import QAError
 
 
 def add_parser(sub) -> None:
-    from qa_serving.cli.main import _add_model_args, _positive_int
+    from qa_serving.cli.main import _add_model_args, _positive_int, int_at_least
     from qa_serving.data.calibrate import PASSAGE_QUESTIONS, PASSAGES
 
     p = sub.add_parser(
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
         choices=["auto", "squad", "squad_v2", "korquad"],
         help="whose exact match labels the answers (default: auto)",
     )
-    p.add_argument("--folds", type=_folds, default=5, help="cross-fitting folds by article, 2 or more (default: 5)")
+    p.add_argument("--folds", type=int_at_least(2), default=5, help="cross-fitting folds by article, 2 or more (default: 5)")
     p.add_argument(
         "--passages",
         type=int,
@@ -58,19 +58,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the passage sample (default: 0)")
     p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="use the first N questions only")
     p.set_defaults(func=_run)
-
-
-def _folds(text: str) -> int:
-    """An argparse type: 2 or more folds (one fold has no other articles to fit on)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {value}")
-    return value
 
 
 def _run(args) -> int:

@@ -67,15 +67,23 @@ def _run_train(args) -> int:
 
 # --- evaluate / predict ----------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (0 or less would mean "all" or crash far from the flag)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (e.g. a count of 0 would mean "all" or crash far from the
+    flag); argparse prints the message and exits 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = int_at_least(1)
 
 
 def _add_model_args(p, exclude: tuple[str, ...] = ()) -> None:
