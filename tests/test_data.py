@@ -270,6 +270,30 @@ def test_bad_start_error_names_the_record(tmp_path):
         load_examples(_bad_file(tmp_path), on_bad_start="error")
 
 
+def test_answer_start_outside_the_context_is_a_bad_start(tmp_path):
+    """A start past int32 once crashed in pyarrow; outside [0, len(context)] it is no offset to keep."""
+    path = tmp_path / "far.jsonl"
+    rec = {"id": "far", "context": BAD_CTX, "question": "q?", "answers": {"text": ["cd"], "answer_start": [2**40]}}
+    path.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    with pytest.raises(QAError, match=r"far\.jsonl: line 1 \(id 'far'\): answer_start 1099511627776 is outside"):
+        load_examples(path)  # "warn" cannot keep it as is
+    with pytest.raises(QAError, match="outside the context"):
+        load_examples(path, on_bad_start="error")
+    ds = load_examples(path, on_bad_start="fix")
+    assert ds[0]["answers"] == {"text": ["cd"], "answer_start": [11]}  # the occurrence nearest to 2**40
+
+
+@pytest.mark.parametrize("mode", ["drop", "fix"])
+def test_every_question_dropped_is_an_error(tmp_path, mode):
+    path = tmp_path / "all_bad.json"
+    path.write_text(
+        json.dumps([{"id": "g", "context": BAD_CTX, "question": "q?", "answers": {"text": ["zz"], "answer_start": [1]}}]),
+        encoding="utf-8",
+    )
+    with pytest.raises(QAError, match=rf"all_bad\.json: every question \(1\) was dropped by on_bad_start='{mode}'"):
+        load_examples(path, on_bad_start=mode)
+
+
 def test_unknown_bad_start_mode(tmp_path):
     with pytest.raises(QAError, match="on_bad_start"):
         load_examples(_bad_file(tmp_path), on_bad_start="ignore")  # type: ignore[arg-type]
@@ -343,6 +367,21 @@ def test_csv_and_jsonl_errors_name_the_line(tmp_path):
         "id,context,question,answer_text,answer_start\nz1,some text,what?,text,\n", encoding="utf-8"
     )
     with pytest.raises(QAError, match=r"rows.csv: line 2 \(id 'z1'\): answer_start must be an integer"):
+        load_examples(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
+def test_non_utf8_files_name_the_line_and_byte(tmp_path, suffix):
+    path = tmp_path / f"latin1{suffix}"
+    good = json.dumps(GOOD).encode()
+    body = {
+        ".jsonl": good + b"\n" + good.replace(b"some text", b"caf\xe9 text") + b"\n",
+        ".csv": b"id,context,question,answer_text,answer_start\nz1,some text,what?,text,5\nz2,caf\xe9,what?,caf,0\n",
+        ".json": b"[" + good + b",\n" + good.replace(b"some text", b"caf\xe9 text") + b"]",
+    }[suffix]
+    path.write_bytes(body)
+    offset, line = body.index(b"\xe9"), 3 if suffix == ".csv" else 2
+    with pytest.raises(QAError, match=rf"latin1\{suffix}: line {line}: not UTF-8 text \(byte 0xe9 at offset {offset}"):
         load_examples(path)
 
 

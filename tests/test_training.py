@@ -125,6 +125,11 @@ def _tokenizer_dir(synth, tmp_path):
         ({"model": "m", "train_file": "x.json", "precision": "fp8"}, "precision"),
         ({"model": "m", "train_file": "x.json", "max_steps": 0}, "max_steps"),
         ({"model": "m", "train_file": "x.json", "eval_steps": -5}, "eval_steps"),
+        ({"model": "m", "train_file": "x.json", "max_train_samples": 0}, "max_train_samples must be a positive"),
+        ({"model": "m", "train_file": "x.json", "max_eval_samples": 0}, "max_eval_samples must be a positive"),
+        ({"model": "m", "train_file": "x.json", "max_eval_samples": -1}, "max_eval_samples must be a positive"),
+        ({"from_scratch": "huge", "train_file": "x.json"}, r"--from-scratch must be one of tiny\|small\|medium"),
+        ({"model": "m", "train_file": "x.json", "metric": "bleu"}, "metric must be one of auto"),
     ],
 )
 def test_bad_training_settings_are_clear_errors(kwargs, message):
@@ -132,11 +137,64 @@ def test_bad_training_settings_are_clear_errors(kwargs, message):
         TrainConfig(**kwargs)
 
 
+def test_unknown_scratch_size_is_a_clear_error():
+    from qa_serving.training.scratch import scratch_config
+
+    with pytest.raises(QAError, match=r"one of tiny\|small\|medium, got 'huge'"):
+        scratch_config(100, "huge")
+
+
 def test_train_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     code = cli_main(["train", "--from-scratch", "tiny", "--train-file", str(tmp_path / "missing.json"),
                      "--output-dir", str(tmp_path / "out")])
     assert code == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file_is_refused_before_training(synth, tmp_path, capsys, monkeypatch):
+    from qa_serving.training import trainer
+
+    monkeypatch.setattr(trainer, "load_data", lambda cfg: pytest.fail("data loaded before the output dir check"))
+    taken = tmp_path / "model.bin"
+    taken.write_text("not a folder")
+    for out, shown in ((taken, "is an existing file"), (taken / "run", "lies under")):
+        code = cli_main(["train", "--from-scratch", "tiny", "--train-file", str(synth[0]), "--output-dir", str(out)])
+        assert code == 2
+        assert shown in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
+
+
+def test_held_out_share_is_the_real_article_count(tmp_path):
+    from qa_serving.training.trainer import load_data
+
+    path = write_squad(tmp_path / "two.json", n_articles=2, seed=1)
+    train_ds, eval_ds, source = load_data(TrainConfig(from_scratch="tiny", train_file=str(path)))
+    assert len(set(eval_ds["title"])) == 1 and len(set(train_ds["title"])) == 1
+    assert "1 of 2 articles held out, seed 0" in source  # eval_fraction 0.2 rounds up to one article: 50%
+
+
+def test_metric_follows_the_eval_file_not_the_train_file(synth, tmp_path, monkeypatch):
+    """--eval-file korquad_dev.json is scored with the KorQuAD metric even when the training file's name
+    says nothing, at every evaluation: per epoch, every N steps, the final one and the calibrator's."""
+    from qa_serving.data import evaluation
+    from qa_serving.training import trainer
+
+    eval_file = tmp_path / "korquad_dev.json"
+    eval_file.write_bytes(synth[1].read_bytes())
+    sources, real_pick = [], evaluation.pick_metric
+
+    def spy(metric, config, source=None):
+        sources.append(str(source))
+        return real_pick(metric, config, source)
+
+    monkeypatch.setattr(evaluation, "pick_metric", spy)
+    monkeypatch.setattr(trainer, "pick_metric", spy)
+    results = train(TrainConfig(
+        from_scratch="tiny", train_file=str(synth[0]), eval_file=str(eval_file), output_dir=str(tmp_path / "out"),
+        batch_size=16, max_train_samples=32, max_eval_samples=10, max_steps=2, eval_steps=1, **FAST))
+    assert results["metric"] == "korquad"
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["metric"] == "korquad"
+    assert len(sources) >= 6 and all(s == str(eval_file) for s in sources), sources
 
 
 def test_cpu_options_map_to_the_trainer(tmp_path):

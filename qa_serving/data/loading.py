@@ -16,8 +16,10 @@ spaces) but nothing else is normalised, so character offsets stay valid.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import logging
 import random
@@ -158,15 +160,12 @@ def _read_file(path: Path) -> Iterator[_Record]:
         return _read_csv(path)
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise QAError(f"{path}: not UTF-8 text ({exc})") from exc
+    text = _read_text(path)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # one JSON object per line, saved as .json
-            return _read_jsonl(path)
+            return _iter_jsonl(text, path)
         raise QAError(f"{path}: invalid JSON ({exc})") from exc
     return _read_json_obj(obj, path)
 
@@ -204,31 +203,56 @@ def _iter_nested(articles: list[Any], path: Path) -> Iterator[_Record]:
                 yield f"{pwhere}.qas[{k}]", {**qa, "title": title, "context": context}
 
 
+def _read_text(path: Path) -> str:
+    """The whole file as UTF-8 (a BOM is skipped), decoded at once so that a bad byte is reported by its
+    offset in the file and its line, not as a bare UnicodeDecodeError halfway through the records."""
+    data = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise QAError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}: {exc.reason}); "
+            "save the file as UTF-8"
+        ) from exc
+
+
 def _read_jsonl(path: Path) -> Iterator[_Record]:
-    with path.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise QAError(f"{path}: line {n}: invalid JSON ({exc})") from exc
-            yield f"line {n}", rec
+    text = _read_text(path)  # before the first record, so a bad file yields nothing
+    return _iter_jsonl(text, path)
+
+
+def _iter_jsonl(text: str, path: Path) -> Iterator[_Record]:
+    # newline=None splits lines like a file opened in text mode (\n, \r\n or \r), not like str.splitlines.
+    for n, line in enumerate(io.StringIO(text, newline=None), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QAError(f"{path}: line {n}: invalid JSON ({exc})") from exc
+        yield f"line {n}", rec
 
 
 def _read_csv(path: Path) -> Iterator[_Record]:
+    text = _read_text(path)
+    return _iter_csv(text, path)
+
+
+def _iter_csv(text: str, path: Path) -> Iterator[_Record]:
     # Contexts can exceed the csv module's default 128 KiB field limit.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        for rec in reader:
-            where = f"line {reader.line_num}"
-            if isinstance(rec.get("answers"), str):
-                try:
-                    rec["answers"] = json.loads(rec["answers"]) if rec["answers"].strip() else []
-                except json.JSONDecodeError as exc:
-                    raise QAError(f"{path}: {where}: column 'answers' is not valid JSON ({exc})") from exc
-            yield where, rec
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for rec in reader:
+        where = f"line {reader.line_num}"
+        if isinstance(rec.get("answers"), str):
+            try:
+                rec["answers"] = json.loads(rec["answers"]) if rec["answers"].strip() else []
+            except json.JSONDecodeError as exc:
+                raise QAError(f"{path}: {where}: column 'answers' is not valid JSON ({exc})") from exc
+        yield where, rec
 
 
 def _read_hub(name: str, split: str | None) -> Iterator[_Record]:
@@ -275,6 +299,16 @@ def _build_rows(
         report.n_unanswerable += not texts
     if n_read == 0:
         raise QAError(f"{source}: no questions found")
+    if not rows["id"]:
+        why = (
+            "no answer text occurs in its context"
+            if on_bad_start == "fix"
+            else "no answer_start points at its answer text (on_bad_start='fix' moves them to the text)"
+        )
+        raise QAError(
+            f"{source}: every question ({len(report.dropped_ids)}) was dropped by on_bad_start="
+            f"{on_bad_start!r}: {why}; correct the answers' text and answer_start"
+        )
     report.n_examples = len(rows["id"])
     return rows
 
@@ -414,9 +448,23 @@ def _check_starts(
             continue
         report.n_bad_start += 1
         bad = True
+        outside = not 0 <= start <= len(context)
         if on_bad_start == "error":
             raise _fail(
-                source, where, qid, f"answer_start {start} does not point at answer {text!r} in the context"
+                source,
+                where,
+                qid,
+                f"answer_start {start} does not point at answer {text!r} in the context"
+                + (f" (it is outside the context, 0..{len(context)})" if outside else ""),
+            )
+        if on_bad_start == "warn" and outside:
+            # "Keep as is" needs an offset into the context (and one the int32 column can hold).
+            raise _fail(
+                source,
+                where,
+                qid,
+                f"answer_start {start} is outside the context (0..{len(context)} characters); correct it, "
+                "or load with on_bad_start='fix' or 'drop'",
             )
         if on_bad_start == "fix":
             new = _nearest(context, text, start)

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
 
+from qa_serving.errors import QAError
+
 SIZES = {
     # name: (hidden, layers, heads, intermediate)
     "tiny": (32, 2, 2, 64),
@@ -94,7 +96,9 @@ def train_wordpiece_tokenizer(
 
 
 def scratch_config(vocab_size: int, size: str = "small", max_position_embeddings: int = 512) -> BertConfig:
-    """A BERT config of one of :data:`SIZES`."""
+    """A BERT config of one of :data:`SIZES` (an unknown size is a QAError naming them, not a KeyError)."""
+    if size not in SIZES:
+        raise QAError(f"scratch model size must be one of {'|'.join(SIZES)}, got {size!r}")
     hidden, layers, heads, inter = SIZES[size]
     return BertConfig(
         vocab_size=vocab_size,

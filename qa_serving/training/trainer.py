@@ -28,7 +28,9 @@ from qa_serving.core.config import QAConfig
 from qa_serving.core.hardware import has_native_bf16, resolve_precision
 from qa_serving.core.options import PRECISION
 from qa_serving.core.windowing import Features, load_tokenizer, prepare_features
+from qa_serving.data.evaluation import METRICS, pick_metric
 from qa_serving.errors import QAError
+from qa_serving.training.scratch import SIZES
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +137,16 @@ class TrainConfig:
             raise QAError("give training data: --train-file PATH or --dataset HUB_NAME")
         if self.freeze_encoder and self.from_scratch:
             raise QAError("--freeze-encoder needs a pretrained encoder (--model), not --from-scratch")
+        # Checked here, not when first used: a bad size once failed only after the tokenizer was trained,
+        # a bad metric at the first evaluation.
+        if self.from_scratch and self.from_scratch not in SIZES:
+            raise QAError(f"--from-scratch must be one of {'|'.join(SIZES)}, got {self.from_scratch!r}")
+        if self.metric not in ("auto", *METRICS):
+            raise QAError(f"metric must be one of {'|'.join(('auto', *METRICS))}, got {self.metric!r}")
         PRECISION.check(self.precision)
-        for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples", "pad_to_multiple_of"):
+        # max_*_samples: 0 used to mean "all" silently, a negative count crashed at the selection.
+        for name in ("max_steps", "save_steps", "eval_steps", "curve_eval_samples", "pad_to_multiple_of",
+                     "max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise QAError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 < self.eval_fraction < 1:
@@ -240,12 +250,33 @@ def load_data(cfg: TrainConfig):
             source = f"{cfg.train_file} (eval: {cfg.eval_file})"
         else:
             train, evals = split_by_article(train, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
-            source = f"{cfg.train_file} split by article ({cfg.eval_fraction:.0%} held out, seed {cfg.split_seed})"
+            # The real count: eval_fraction is rounded to whole articles (1 of 2 is 50%, not 20%).
+            n_eval, n_train = len(set(evals["title"])), len(set(train["title"]))
+            source = (f"{cfg.train_file} split by article ({n_eval} of {n_eval + n_train} articles held out, "
+                      f"seed {cfg.split_seed})")
     if cfg.max_train_samples:
         train = train.select(range(min(cfg.max_train_samples, len(train))))
     if cfg.max_eval_samples:
         evals = evals.select(range(min(cfg.max_eval_samples, len(evals))))
     return train, evals, source
+
+
+def eval_source(cfg: TrainConfig) -> str | None:
+    """What the evaluation data comes from, as :func:`load_data` picks it: the name ``metric="auto"``
+    looks at (a ``korquad`` eval file is scored with the KorQuAD metric whatever the training file is)."""
+    return cfg.eval_file or cfg.dataset or cfg.train_file
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Refuse an output folder that is (or lies under) an existing file, before any data or model is loaded:
+    otherwise ``mkdir`` fails with a bare FileExistsError once the data is loaded and tokenized."""
+    path = Path(output_dir)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is" if part == path else f"lies under {part}, which is"
+                raise QAError(f"--output-dir {output_dir} {what} an existing file; pass a folder")
+            return
 
 
 def build_model_and_tokenizer(cfg: TrainConfig, train_dataset, checkpoint: str | None = None):
@@ -336,7 +367,7 @@ def _make_callbacks(
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             if not (cfg.eval_every_epoch and state.is_world_process_zero):
                 return
-            result = evaluate(TorchBackend(model), tokenizer, eval_dataset, qa_config, cfg.metric, cfg.train_file)
+            result = evaluate(TorchBackend(model), tokenizer, eval_dataset, qa_config, cfg.metric, eval_source(cfg))
             model.train()
             entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step, **result.metrics}
             history.append(entry)
@@ -353,7 +384,7 @@ def _make_callbacks(
             if cfg.curve_eval_samples:
                 data = data.select(range(min(cfg.curve_eval_samples, len(data))))
             started = time.perf_counter()
-            result = evaluate(TorchBackend(model), tokenizer, data, qa_config, cfg.metric, cfg.train_file)
+            result = evaluate(TorchBackend(model), tokenizer, data, qa_config, cfg.metric, eval_source(cfg))
             model.train()
             entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step, "questions": len(data),
                      "eval_seconds": round(time.perf_counter() - started, 1), **result.metrics}
@@ -467,9 +498,8 @@ def _fit_calibrator(
     ``None`` (logged) when the split cannot support one. ``top_answers``: the top 5 answers of the split,
     when the final evaluation computed them (not answered again)."""
     from qa_serving.data.calibrate import fit_calibrator
-    from qa_serving.data.evaluation import pick_metric
 
-    metric = pick_metric(cfg.metric, qa_config, cfg.train_file)
+    metric = pick_metric(cfg.metric, qa_config, eval_source(cfg))
     try:
         qa_config.calibrator, data = fit_calibrator(
             backend,
@@ -497,6 +527,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from qa_serving.data.calibrate import TOP_K as CALIBRATION_TOP_K
     from qa_serving.data.evaluation import evaluate
 
+    check_output_dir(cfg.output_dir)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     checkpoint = _last_checkpoint(out) if cfg.resume else None
@@ -554,7 +585,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # SQuAD v2, whose answers change with the null threshold searched below.
     reuse = cfg.calibrate and not qa_config.handle_impossible_answer
     final = evaluate(
-        backend, tokenizer, eval_ds, qa_config, cfg.metric, cfg.train_file, progress=cfg.progress,
+        backend, tokenizer, eval_ds, qa_config, cfg.metric, eval_source(cfg), progress=cfg.progress,
         also_answer=[{"top_k": CALIBRATION_TOP_K}] if reuse else (),
     )
     if qa_config.handle_impossible_answer and "best_f1_thresh" in final.metrics:
@@ -574,6 +605,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "train_questions": len(train_ds),
         "train_windows": len(features),
         "eval_questions": len(eval_ds),
+        "metric": pick_metric(cfg.metric, qa_config, eval_source(cfg)),
         "train_seconds": round(train_seconds, 1),
         "train_loss": train_output.training_loss,
         "epochs_done": round(trainer.state.epoch or 0, 3),
