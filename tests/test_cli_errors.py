@@ -110,3 +110,12 @@ def test_export_checks_its_eval_file_before_writing(tmp_path, capsys):
     out = tmp_path / "onnx"
     code, err = _run(["export", "--model", "m", "--output", str(out), "--eval-file", str(tmp_path / "x.json")], capsys)
     assert code == 2 and "not found" in err and not out.exists()
+
+
+def test_a_missing_folder_under_a_local_folder_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    from qa_serving.core.backends import load_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(QAError, match="model path runs/nomodel does not exist"):
+        load_model("runs/nomodel")  # at once: no hub retries

@@ -369,7 +369,10 @@ def load_model(path: str | Path, backend: str = "auto", device: str | None = Non
 
     from qa_serving.training import heads  # noqa: F401  (registers the frozen-encoder head with the Auto classes)
 
-    if str(path).startswith((".", "/")) and not local.exists():
+    # A path that is surely local (./x, /x, or runs/x where runs/ is a local folder) is not sent to the hub,
+    # whose retries take a minute offline before saying "couldn't connect".
+    surely_local = str(path).startswith((".", "/")) or (len(local.parts) > 1 and local.parent.is_dir())
+    if surely_local and not local.exists():
         raise QAError(f"model path {path} does not exist")
     if local.is_file():
         raise QAError(f"model path {path} is a file; give the model's folder (or a hub id)")
