@@ -263,3 +263,22 @@ def test_batches_pad_to_a_multiple_never_past_max_length(side):
     assert PadCollator(0, side, pad_to_multiple_of=8, max_length=12)(items)["input_ids"].shape == (2, 12)
     with pytest.raises(QAError, match="pad_to_multiple_of"):
         TrainConfig(model="m", train_file="x.json", pad_to_multiple_of=0)
+
+
+def test_squad_v2_data_in_a_run_that_cannot_answer_nothing_is_caught_before_training(tmp_path, caplog):
+    import datasets
+
+    from qa_serving.training.trainer import check_unanswerable
+
+    rows = lambda *texts: datasets.Dataset.from_dict(
+        {"answers": [{"text": [t] if t else [], "answer_start": [0] if t else []} for t in texts]}
+    )
+    cfg = TrainConfig(from_scratch="tiny", train_file="train.json")
+    with pytest.raises(QAError, match="1 of 2 evaluation questions have no answer .* --handle-impossible-answer"):
+        check_unanswerable(cfg, rows("a"), rows("a", ""))
+    check_unanswerable(TrainConfig(from_scratch="tiny", train_file="t.json", metric="squad_v2"), rows("a"), rows(""))
+    check_unanswerable(TrainConfig(from_scratch="tiny", train_file="t.json", handle_impossible_answer=True),
+                       rows(""), rows(""))
+    with caplog.at_level("WARNING"):
+        check_unanswerable(cfg, rows("a", "", ""), rows("a"))
+    assert "2 of 3 training questions have no answer" in caplog.text

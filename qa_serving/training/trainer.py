@@ -267,6 +267,28 @@ def eval_source(cfg: TrainConfig) -> str | None:
     return cfg.eval_file or cfg.dataset or cfg.train_file
 
 
+def check_unanswerable(cfg: TrainConfig, train_ds, eval_ds) -> None:
+    """SQuAD v2-style data (questions without an answer) in a run that cannot answer nothing: the final
+    evaluation would refuse them under the v1.1/KorQuAD metric, after the whole training, so refuse now;
+    unanswerable training questions alone are trained on the CLS token (said once, as a warning)."""
+    if cfg.handle_impossible_answer:
+        return
+    no_answer = lambda ds: sum(not a["text"] for a in ds["answers"])
+    metric = pick_metric(cfg.metric, QAConfig(), eval_source(cfg))  # what the final evaluation will use
+    n_eval = no_answer(eval_ds)
+    if n_eval and metric != "squad_v2":
+        raise QAError(
+            f"{n_eval} of {len(eval_ds)} evaluation questions have no answer (SQuAD v2 data), which the {metric} "
+            "metric cannot score: train with --handle-impossible-answer, or pass --metric squad_v2"
+        )
+    n_train = no_answer(train_ds)
+    if n_train:
+        logger.warning(
+            "%d of %d training questions have no answer; without --handle-impossible-answer they are trained "
+            "to point at the CLS token, and the model still always answers a span", n_train, len(train_ds)
+        )
+
+
 def check_output_dir(output_dir: str | Path) -> None:
     """Refuse an output folder that is (or lies under) an existing file, before any data or model is loaded:
     otherwise ``mkdir`` fails with a bare FileExistsError once the data is loaded and tokenized."""
@@ -543,6 +565,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     args = training_arguments(cfg, precision, cuda)
     _ = args.device  # under torchrun/accelerate: joins the process group now (_from_rank0 needs it)
     train_ds, eval_ds, source = load_data(cfg)
+    check_unanswerable(cfg, train_ds, eval_ds)
     model, tokenizer = build_model_and_tokenizer(cfg, train_ds, checkpoint)
     qa_config = cfg.qa_config(tokenizer)
     features = prepare_features(
