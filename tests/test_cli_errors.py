@@ -119,3 +119,11 @@ def test_a_missing_folder_under_a_local_folder_is_not_looked_up_on_the_hub(tmp_p
     (tmp_path / "runs").mkdir()
     with pytest.raises(QAError, match="model path runs/nomodel does not exist"):
         load_model("runs/nomodel")  # at once: no hub retries
+
+
+def test_predict_input_errors_from_the_core_call_name_the_file_line(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "in.jsonl"
+    good = json.dumps({"question": "who?", "context": "Ada built it."})
+    path.write_text("\n".join([good, "", good, json.dumps({"question": "   ", "context": "x."})]) + "\n")
+    code, err = _run(["predict", "--model", str(tiny_model_dir), "--input", str(path)], capsys)
+    assert code == 2 and f"{path}: line 4: the question is empty" in err  # the 3rd example, on line 4

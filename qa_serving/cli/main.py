@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -219,8 +220,9 @@ def _add_predict(sub) -> None:
 def _run_predict(args) -> int:
     from qa_serving.core.answering import Example, answer
 
+    lines: list[int] = []  # the file line of each example (--input), for errors the core call raises
     if args.input:
-        questions, contexts = _predict_rows(Path(args.input))
+        questions, contexts, lines = _predict_rows(Path(args.input))
     elif args.question and args.context:
         context = _read_text(Path(args.context[1:])) if args.context.startswith("@") else args.context
         questions, contexts = [args.question], [context]
@@ -231,7 +233,14 @@ def _run_predict(args) -> int:
         Example(q, c, {"top_k": top_k}) if isinstance(c, str) else Example(q, "", {"top_k": top_k}, tuple(c))
         for q, c in zip(questions, contexts)
     ]
-    for pred in answer(backend, tokenizer, examples, config):
+    try:
+        predictions = answer(backend, tokenizer, examples, config)
+    except QAError as err:
+        where = re.match(r"example (\d+): (.*)", str(err), re.DOTALL)
+        if lines and where:  # "example 3" is the fourth non-blank line: name the file's line
+            raise QAError(f"{args.input}: line {lines[int(where[1])]}: {where[2]}") from None
+        raise
+    for pred in predictions:
         print(json.dumps(pred.best if top_k == 1 else pred.answers, ensure_ascii=False))
     return 0
 
@@ -245,11 +254,12 @@ def _read_text(path: Path) -> str:
         raise QAError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def _predict_rows(path: Path) -> tuple[list[str], list[str | list[str]]]:
-    """The questions and contexts (or passage lists) of a ``predict --input`` JSONL file; a bad line is an
-    error naming its line number (before the model is loaded)."""
+def _predict_rows(path: Path) -> tuple[list[str], list[str | list[str]], list[int]]:
+    """The questions, contexts (or passage lists) and line numbers of a ``predict --input`` JSONL file; a
+    bad line is an error naming its line number (before the model is loaded)."""
     questions: list[str] = []
     contexts: list[str | list[str]] = []
+    lines: list[int] = []
     for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -268,9 +278,10 @@ def _predict_rows(path: Path) -> tuple[list[str], list[str | list[str]]]:
             )
         questions.append(question)
         contexts.append(context)
+        lines.append(n)
     if not questions:
         raise QAError(f"{path}: no questions (want one JSON object per line)")
-    return questions, contexts
+    return questions, contexts, lines
 
 
 # --- synth -----------------------------------------------------------------------------------------
