@@ -380,4 +380,6 @@ def test_windows_longer_than_the_model_reads_are_a_clear_error(tiny_tokenizer):
     assert position_limit(model) == 64
     roberta = type("M", (), {"config": RobertaConfig(max_position_embeddings=514, pad_token_id=1)})()
     assert position_limit(roberta) == 512  # position ids start after the padding index
+    pad0 = type("M", (), {"config": RobertaConfig(max_position_embeddings=514, pad_token_id=0)})()
+    assert position_limit(pad0) == 513
     assert position_limit(object()) is None

@@ -122,7 +122,8 @@ def position_limit(model) -> int | None:
     if not isinstance(limit, int):
         return None
     if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
-        limit -= (getattr(config, "pad_token_id", None) or 1) + 1
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (1 if pad is None else pad) + 1  # a pad id of 0 offsets by 1, not 2
     return limit
 
 
