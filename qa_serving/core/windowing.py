@@ -198,6 +198,16 @@ def _trim_leading_space(offs: np.ndarray, is_space: np.ndarray) -> None:
     offs[ctx[blank]] = NO_OFFSET
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Where ``text`` holds a lone surrogate (JSON's ``"\ud800"`` decodes to one), or ``None``: such a str
+    passes every type check, but no tokenizer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
     if len(questions) != len(contexts):
         raise QAError(f"got {len(questions)} questions but {len(contexts)} contexts")
@@ -209,12 +219,9 @@ def _check_inputs(questions: Sequence[str], contexts: Sequence[str]) -> None:
         if not c.strip():
             raise QAError(f"example {i}: the context is empty")
         for name, text in (("question", q), ("context", c)):
-            try:  # a lone surrogate (e.g. JSON's "\ud800") passes as str, but no tokenizer takes it
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:
-                raise QAError(
-                    f"example {i}: the {name} is not valid Unicode text (a lone surrogate at character {err.start})"
-                ) from None
+            at = lone_surrogate(text)
+            if at is not None:
+                raise QAError(f"example {i}: the {name} is not valid Unicode text (a lone surrogate at character {at})")
 
 
 def _word_spans(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 
 from qa_serving.core.answering import Example
 from qa_serving.core.options import parse_options
+from qa_serving.core.windowing import lone_surrogate
 from qa_serving.errors import QAError
 
 MAX_DEPTH = 32  # nesting of JSON objects/lists; a v2 body needs 4 (+ the tensor's rank)
@@ -168,12 +169,9 @@ def make_example(
             raise RequestError(400, f"'{name}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise RequestError(400, f"'{name}' is empty")
-        try:  # JSON's "\ud800" decodes to a lone surrogate, which no tokenizer takes
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise RequestError(
-                400, f"'{name}' is not valid Unicode text (a lone surrogate at character {err.start})"
-            ) from None
+        at = lone_surrogate(value)
+        if at is not None:  # refused here, so it cannot fail the batch it would join
+            raise RequestError(400, f"'{name}' is not valid Unicode text (a lone surrogate at character {at})")
         texts[name] = value
     if len(texts["context"]) > limits.max_context_chars:
         raise RequestError(
